@@ -1,0 +1,1 @@
+"""era-beacon-notify: the cron one-shot behind notify_once.py. See README.md."""

@@ -1,0 +1,233 @@
+"""API client: `requests` with urllib3's `Retry`, and a stricter policy for the non-idempotent notify.
+
+Imported only by runs that talk to the API, so skipped and lock-busy runs never pay for `requests`.
+
+Retry policy, per call (at most two retries each, waits bounded by the run's deadline):
+- warm-up GET and login POST: connection errors, timeouts, 429, 502, 503, 504;
+- notify POST: only when the server certainly did not act on it: a failed *connect* (urllib3's
+  `connect` counter: ConnectTimeoutError/NewConnectionError happen before a byte is sent), 429 and
+  503. A read timeout, a connection dropped after sending (urllib3's `read` counter, set to
+  False so they re-raise at once), a 500, 502 or 504 are never retried: the push may have gone out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+from urllib3.util.retry import Retry
+
+from .runtime import Deadline, DeadlineExceeded
+
+log = logging.getLogger("era_beacon_notify")
+
+MAX_BODY_BYTES = 1 << 20  # an answer larger than this is not the API's
+RETRIES = 2
+BACKOFF_FACTOR = 1.0  # urllib3: 0 s before the first retry, 2 s before the second
+
+
+class ApiError(Exception):
+    """An API call failed; `exit_code` says how (sysexits)."""
+
+    exit_code = 69
+
+
+class Unavailable(ApiError):
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class UnexpectedAnswer(ApiError):
+    exit_code = 76  # EX_PROTOCOL
+
+
+class Refused(ApiError):
+    exit_code = 77  # EX_NOPERM
+
+
+class BoundedRetry(Retry):
+    """urllib3 `Retry` whose waits (backoff or Retry-After) never pass the run's deadline.
+
+    When a wait would end after the deadline, the run stops now (exit 69) instead of sleeping
+    into the hard stop.
+    """
+
+    def __init__(self, *args: Any, deadline: Deadline | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def new(self, **kw: Any) -> BoundedRetry:
+        return super().new(deadline=self.deadline, **kw)
+
+    def sleep(self, response: Any = None) -> None:
+        wait = self.get_retry_after(response) if (self.respect_retry_after_header and response) else None
+        if not wait:
+            wait = self.get_backoff_time()
+        if self.deadline is not None and wait >= self.deadline.remaining():
+            raise DeadlineExceeded(f"waiting {wait:.0f}s to retry would pass max_run_seconds")
+        if wait > 0:
+            time.sleep(wait)
+
+
+def retry_policy(kind: str, deadline: Deadline) -> BoundedRetry:
+    common: dict[str, Any] = dict(
+        total=RETRIES, redirect=0, backoff_factor=BACKOFF_FACTOR, raise_on_status=False,
+        respect_retry_after_header=True, retry_after_max=max(1, int(deadline.seconds)), deadline=deadline,
+    )
+    if kind == "notify":
+        return BoundedRetry(connect=RETRIES, read=False, other=0, status=RETRIES,
+                            status_forcelist=frozenset({429, 503}), allowed_methods=frozenset({"POST"}), **common)
+    return BoundedRetry(connect=RETRIES, read=RETRIES, other=0, status=RETRIES,
+                        status_forcelist=frozenset({429, 502, 503, 504}),
+                        allowed_methods=frozenset({"GET", "POST"}), **common)
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """Passing auth explicitly also stops requests from replacing it with ~/.netrc credentials."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
+class Client:
+    def __init__(self, base_url: str, connect_timeout: float, read_timeout: float, deadline: Deadline) -> None:
+        self.base_url = base_url
+        self.timeout = (connect_timeout, read_timeout)
+        self.deadline = deadline
+        self.adapter = HTTPAdapter(max_retries=retry_policy("idempotent", deadline))
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "era-beacon-notify"
+        self.session.mount("http://", self.adapter)
+        self.session.mount("https://", self.adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def warmup(self, url: str) -> None:
+        """GET an idempotent URL first, so a sleeping host wakes on it and not on a POST."""
+        started = time.monotonic()
+        try:
+            resp = self._request("GET", url, "idempotent")
+            resp.close()
+        except requests.RequestException as exc:
+            log.warning("warm-up GET %s failed (%s); going on", url, _reason(exc))
+            return
+        level = logging.INFO if resp.ok else logging.WARNING
+        log.log(level, "warm-up GET %s: HTTP %s after %.1fs", url, resp.status_code, time.monotonic() - started)
+
+    def login(self, username: str, password: str) -> Any:
+        what = "login"
+        try:
+            resp = self._request("POST", f"{self.base_url}/auth/login", "idempotent",
+                                 json={"username": username, "password": password})
+        except requests.RequestException as exc:
+            raise Unavailable(f"{what}: cannot reach the API: {_reason(exc)}") from None
+        return self._answer(resp, what)
+
+    def notify(self, token: str, threshold: int) -> Any:
+        what = "notify"
+        try:
+            resp = self._request("POST", f"{self.base_url}/notifications/notify-absence", "notify",
+                                 json={"threshold": threshold}, auth=BearerAuth(token))
+        except requests.RequestException as exc:
+            if never_sent(exc):
+                raise Unavailable(f"{what}: cannot connect to the API ({_reason(exc)}); nothing was sent") from None
+            raise Unavailable(f"{what}: {_reason(exc)} after the request was sent: outcome unknown, "
+                              "not resent (a duplicate would reach employees)") from None
+        return self._answer(resp, what)
+
+    def _request(self, method: str, url: str, policy: str, **kwargs: Any) -> requests.Response:
+        self.adapter.max_retries = retry_policy(policy, self.deadline)
+        resp = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, stream=True, **kwargs)
+        resp._content = read_limited(resp)  # pre-load the streamed body, capped
+        resp._content_consumed = True
+        return resp
+
+    def _answer(self, resp: requests.Response, what: str) -> Any:
+        """The JSON body of a 2xx answer, or the ApiError that fits the status."""
+        code = resp.status_code
+        if 300 <= code < 400:
+            raise UnexpectedAnswer(f"{what}: HTTP {code} redirect to {resp.headers.get('Location', '(no Location)')!r}"
+                                   " not followed: check api_base_url")
+        if code in (401, 403):
+            raise Refused(f"{what}: HTTP {code} {detail(resp)}")
+        if code == 429 or code >= 500:
+            raise Unavailable(f"{what}: server failed with HTTP {code} {detail(resp)}")
+        if not 200 <= code < 300:
+            raise UnexpectedAnswer(f"{what}: unexpected HTTP {code} {detail(resp)}")
+        try:
+            return json.loads(resp.content)
+        except ValueError:
+            raise UnexpectedAnswer(f"{what}: HTTP {code} answer is not JSON ({describe(resp)})") from None
+
+
+def read_limited(resp: requests.Response) -> bytes:
+    chunks, size = [], 0
+    for chunk in resp.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            resp.close()
+            raise UnexpectedAnswer(f"HTTP {resp.status_code} answer is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def never_sent(exc: requests.RequestException) -> bool:
+    """True only when the request certainly never reached the server: the TCP connect failed."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, ConnectTimeoutError)  # NewConnectionError is a subclass
+
+
+def detail(resp: requests.Response) -> str:
+    """The API's `detail` as one short line, or a description of a non-JSON body."""
+    try:
+        body = json.loads(resp.content)
+    except ValueError:
+        return f"({describe(resp)})"
+    value = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(value, list):  # FastAPI validation errors
+        value = "; ".join(
+            f"{'.'.join(map(str, item.get('loc', [])))}: {item.get('msg', '')}" if isinstance(item, dict) else str(item)
+            for item in value)
+    if value is None:
+        return f"({describe(resp)})"
+    return one_line(str(value))
+
+
+def describe(resp: requests.Response) -> str:
+    kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
+    return f"{kind}, {len(resp.content)} bytes"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, secret-free reason: the innermost urllib3/socket cause."""
+    seen = exc
+    while True:
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        if isinstance(seen, MaxRetryError):
+            inner = seen.reason
+        if inner is None:
+            break
+        seen = inner
+    name = type(seen).__name__
+    text = str(seen)
+    text = re.sub(r"<[^>]*>: ?", "", text)  # urllib3 prefixes messages with the connection object
+    return one_line(f"{name}: {text}" if text else name, 200)

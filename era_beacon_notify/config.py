@@ -1,0 +1,308 @@
+"""Configuration: read config.ini, validate every key, resolve paths.
+
+`parse_config` is pure (text in, `Config` out) so that validation is tested with tables;
+`load_config` adds the file system: reading the file, the holiday file and the mode check.
+Every problem is a `ConfigError` whose text is one line naming the file, section and key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, tzinfo
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ENV_USERNAME = "ERA_BEACON_USERNAME"
+ENV_PASSWORD = "ERA_BEACON_PASSWORD"
+
+# Optional keys and their defaults, spelled out once. The README's reference mirrors this table.
+SCHEDULER_DEFAULTS: dict[str, str] = {
+    "timezone": "",
+    "cache_dir": "cache",
+    "connect_timeout_seconds": "10",
+    "read_timeout_seconds": "300",
+    "max_run_seconds": "1500",
+    "refresh_margin_seconds": "60",
+    "warmup_url": "",
+    "min_gap_minutes": "10",
+    "skip_dates": "",
+}
+MONITORING_DEFAULTS: dict[str, str] = {"ping_url": "", "metrics_file": ""}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class ConfigError(Exception):
+    """A configuration problem: one line of text, exit code 78."""
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    threshold_minutes: int
+    api_base_url: str
+    username: str
+    password: str = field(repr=False)
+    weekday_start_hour: int
+    weekday_end_hour: int
+    timezone: str  # "" means the server's local time
+    tz: tzinfo | None
+    cache_dir: Path
+    connect_timeout_seconds: int
+    read_timeout_seconds: int
+    max_run_seconds: int
+    refresh_margin_seconds: int
+    warmup_url: str
+    min_gap_minutes: int
+    skip_dates: frozenset[date]
+    skip_dates_file: Path | None
+    log_level: str
+    log_format: str
+    log_file: Path | None  # None: stderr only
+    ping_url: str
+    metrics_file: Path | None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def lock_path(self) -> Path:
+        return self.cache_dir / "notify_once.lock"
+
+    @property
+    def token_path(self) -> Path:
+        return self.cache_dir / "token.json"
+
+    @property
+    def last_run_path(self) -> Path:
+        return self.cache_dir / "last_run.json"
+
+
+class _Reader:
+    """Typed access to one parsed file; every error names file, section and key."""
+
+    def __init__(self, parser: configparser.ConfigParser, path: Path) -> None:
+        self.parser = parser
+        self.path = path
+
+    def fail(self, section: str, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: [{section}] {key}: {problem}")
+
+    def text(self, section: str, key: str, default: str | None = None) -> str:
+        if self.parser.has_option(section, key):
+            return self.parser.get(section, key).strip()
+        if default is None:
+            return self.missing(section, key)
+        return default
+
+    def missing(self, section: str, key: str) -> str:
+        raise self.fail(section, key, "missing")
+
+    def integer(self, section: str, key: str, low: int, high: int | None = None,
+                default: str | None = None) -> int:
+        raw = self.text(section, key, default)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise self.fail(section, key, f"must be a whole number, got {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"{low}..{high}" if high is not None else f">= {low}"
+            raise self.fail(section, key, f"must be {span}, got {value}")
+        return value
+
+    def url(self, section: str, key: str, default: str | None = None) -> str:
+        raw = self.text(section, key, default)
+        if raw == "":
+            return raw
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.fail(section, key, f"must be an http(s) URL with a host, got {raw!r}")
+        return raw.rstrip("/")
+
+    def path_or_none(self, section: str, key: str, default: str) -> Path | None:
+        raw = self.text(section, key, default)
+        return resolve(self.path, raw) if raw else None
+
+
+def resolve(config_path: Path, value: str) -> Path:
+    """Relative paths are relative to the config file's folder, not the working directory."""
+    return (config_path.parent / Path(value).expanduser()).absolute()
+
+
+def parse_dates(text: str, where: str) -> frozenset[date]:
+    """Dates separated by commas or newlines; `#` starts a comment."""
+    found = set()
+    for line in text.splitlines():
+        for item in line.split("#", 1)[0].split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                if not _DATE.fullmatch(item):
+                    raise ValueError
+                found.add(date.fromisoformat(item))
+            except ValueError:
+                raise ConfigError(f"{where}: not a YYYY-MM-DD date: {item!r}") from None
+    return frozenset(found)
+
+
+def load_timezone(name: str) -> tzinfo | None:
+    """The zone for the business-hours check; None means the server's local time."""
+    if not name:
+        return None
+    from zoneinfo import ZoneInfo  # imported on use: only runs that have a time zone pay for it
+
+    return ZoneInfo(name)
+
+
+def parse_config(text: str, path: Path, env: Mapping[str, str]) -> Config:
+    """Validate config text. Pure: no file system access, `env` passed in."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError(f"{path}: [{exc.section}] {exc.option}: duplicate key (line {exc.lineno})") from None
+    except configparser.DuplicateSectionError as exc:
+        raise ConfigError(f"{path}: [{exc.section}]: duplicate section (line {exc.lineno})") from None
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not a valid INI file: {first}") from None
+    for section in ("scheduler", "logging"):
+        if not parser.has_section(section):
+            raise ConfigError(f"{path}: [{section}]: section missing")
+
+    r = _Reader(parser, path)
+    s, d = "scheduler", SCHEDULER_DEFAULTS
+    warnings: list[str] = []
+
+    username = env.get(ENV_USERNAME) or r.text(s, "auth_username", "")
+    password = env.get(ENV_PASSWORD) or r.text(s, "auth_password", "")
+    for key, value, var in (("auth_username", username, ENV_USERNAME), ("auth_password", password, ENV_PASSWORD)):
+        if not value:
+            raise r.fail(s, key, f"empty or missing, and {var} is not set")
+
+    start = r.integer(s, "weekday_start_hour", 0, 24)
+    end = r.integer(s, "weekday_end_hour", 0, 24)
+    if start >= end:
+        raise r.fail(s, "weekday_end_hour", f"must be greater than weekday_start_hour ({start}), got {end}")
+
+    tz_name = r.text(s, "timezone", d["timezone"])
+    try:
+        tz = load_timezone(tz_name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        raise r.fail(s, "timezone", f"unknown time zone {tz_name!r} (use an IANA name such as Asia/Jakarta)") from None
+    if tz is None:
+        warnings.append(f"{path}: [scheduler] timezone is not set: business hours use this server's local time")
+
+    api = r.url(s, "api_base_url")
+    if not api:
+        raise r.fail(s, "api_base_url", "empty")
+    host = urlsplit(api).hostname or ""
+    if urlsplit(api).scheme == "http" and not _is_loopback(host):
+        warnings.append(f"{path}: [scheduler] api_base_url uses plain http to {host}: the password travels unencrypted")
+
+    skip_raw = r.text(s, "skip_dates", d["skip_dates"])
+    skip_file = None
+    skip_dates: frozenset[date] = frozenset()
+    if skip_raw and _DATE.match(skip_raw):
+        try:
+            skip_dates = parse_dates(skip_raw, f"{path}: [scheduler] skip_dates")
+        except ConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    elif skip_raw:
+        skip_file = resolve(path, skip_raw)
+
+    level = r.text("logging", "level").upper()
+    if level not in LOG_LEVELS:
+        raise r.fail("logging", "level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    fmt = r.text("logging", "format", "%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    try:
+        fmt % _SAMPLE_RECORD
+    except (KeyError, ValueError, TypeError) as exc:
+        raise r.fail("logging", "format", f"not a valid logging format ({exc})") from None
+
+    m = "monitoring"
+    if parser.has_section(m):
+        ping_url = r.url(m, "ping_url", MONITORING_DEFAULTS["ping_url"])
+        metrics_file = r.path_or_none(m, "metrics_file", MONITORING_DEFAULTS["metrics_file"])
+    else:
+        ping_url, metrics_file = "", None
+
+    return Config(
+        path=path,
+        threshold_minutes=r.integer(s, "threshold_minutes", 1),
+        api_base_url=api,
+        username=username,
+        password=password,
+        weekday_start_hour=start,
+        weekday_end_hour=end,
+        timezone=tz_name,
+        tz=tz,
+        cache_dir=resolve(path, r.text(s, "cache_dir", d["cache_dir"]) or d["cache_dir"]),
+        connect_timeout_seconds=r.integer(s, "connect_timeout_seconds", 1, default=d["connect_timeout_seconds"]),
+        read_timeout_seconds=r.integer(s, "read_timeout_seconds", 1, default=d["read_timeout_seconds"]),
+        max_run_seconds=r.integer(s, "max_run_seconds", 1, default=d["max_run_seconds"]),
+        refresh_margin_seconds=r.integer(s, "refresh_margin_seconds", 0, default=d["refresh_margin_seconds"]),
+        warmup_url=r.url(s, "warmup_url", d["warmup_url"]),
+        min_gap_minutes=r.integer(s, "min_gap_minutes", 0, default=d["min_gap_minutes"]),
+        skip_dates=skip_dates,
+        skip_dates_file=skip_file,
+        log_level=level,
+        log_format=fmt,
+        log_file=r.path_or_none("logging", "file", ""),
+        ping_url=ping_url,
+        metrics_file=metrics_file,
+        warnings=tuple(warnings),
+    )
+
+
+_SAMPLE_RECORD = {
+    "asctime": "", "name": "", "levelname": "", "levelno": 0, "message": "", "pathname": "", "filename": "",
+    "module": "", "funcName": "", "lineno": 0, "created": 0.0, "msecs": 0.0, "relativeCreated": 0.0,
+    "thread": 0, "threadName": "", "process": 0, "processName": "", "taskName": "",
+}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the file at `path` (UTF-8, BOM and CRLF accepted)."""
+    env = os.environ if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.__class__.__name__}: {_reason(exc)}") from None
+    cfg = parse_config(text, path, env)
+    if cfg.skip_dates_file is not None:
+        where = f"{path}: [scheduler] skip_dates file {cfg.skip_dates_file}"
+        try:
+            dates_text = cfg.skip_dates_file.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read: {_reason(exc)}") from None
+        cfg = replace(cfg, skip_dates=parse_dates(dates_text, where))
+    if _holds_password(text) and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        cfg = replace(cfg, warnings=cfg.warnings + (
+            f"{path}: holds a password and is readable by group or others: chmod 600 {path}",))
+    return cfg
+
+
+def _holds_password(text: str) -> bool:
+    return any(line.strip().lower().startswith("auth_password") and "=" in line
+               and line.split("=", 1)[1].strip() for line in text.splitlines())
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc).splitlines()[0]

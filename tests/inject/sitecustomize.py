@@ -1,0 +1,31 @@
+"""Test-only hooks, loaded into notify_once.py subprocesses through PYTHONPATH by tests/conftest.py.
+
+The program never reads these variables; production runs never have this folder on their path.
+- ERA_TEST_NOW=<epoch>: the clock starts at that moment (business-hours tests on any weekday).
+- ERA_TEST_TIME_OFFSET=<seconds>: the clock is shifted (a clock set back or forward).
+- ERA_TEST_PAUSE_BEFORE_REPLACE=<file name>: before os.replace() onto that name, touch
+  $ERA_TEST_PAUSE_MARKER and sleep, so a test can kill -9 the run mid-write.
+"""
+
+import os
+import time
+
+_now = os.environ.get("ERA_TEST_NOW")
+_offset = os.environ.get("ERA_TEST_TIME_OFFSET")
+if _now or _offset:
+    _real_time = time.time
+    _shift = float(_now) - _real_time() if _now else float(_offset)
+    time.time = lambda: _real_time() + _shift
+
+_pause = os.environ.get("ERA_TEST_PAUSE_BEFORE_REPLACE")
+if _pause:
+    _real_replace = os.replace
+
+    def _paused_replace(src, dst, *args, **kwargs):
+        if os.path.basename(os.fspath(dst)) == _pause:
+            with open(os.environ["ERA_TEST_PAUSE_MARKER"], "w"):
+                pass
+            time.sleep(60)
+        return _real_replace(src, dst, *args, **kwargs)
+
+    os.replace = _paused_replace
