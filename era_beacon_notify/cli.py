@@ -107,6 +107,13 @@ class _Redact(logging.Filter):
         return True
 
 
+FILE_ONLY = {"file_only": True}  # `extra=` for records that belong in the log file, not on stderr
+
+
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "file_only", False)
+
+
 class _ConsoleFormatter(logging.Formatter):
     """One line per record on stderr: tracebacks go to the log file only."""
 
@@ -131,6 +138,7 @@ def setup_logging(cfg: Config | None, verbose: bool = False, quiet: bool = False
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(console_level(configured, sys.stderr.isatty(), verbose, quiet))
     console.setFormatter(_ConsoleFormatter(f"{PROG}: %(levelname)s: %(message)s"))
+    console.addFilter(_not_file_only)
     handlers: list[logging.Handler] = [console]
     if cfg and cfg.log_file:
         file_handler = logging.handlers.WatchedFileHandler(cfg.log_file, encoding="utf-8")
@@ -173,8 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         log.log(logging.WARNING if stop.exit_code == EX_TEMPFAIL else logging.ERROR, "%s", stop)
         return stop.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug must still exit cleanly
-        log.critical("internal error (a bug, exit %d): %s: %s", EX_SOFTWARE, type(exc).__name__, exc, exc_info=True)
+        log.critical("%s (exit %d)", bug(exc), EX_SOFTWARE)
         return EX_SOFTWARE
+
+
+def bug(exc: Exception) -> str:
+    """Log the traceback to the log file only; return the one line for stderr."""
+    log.critical("traceback of the internal error:", exc_info=True, extra=FILE_ONLY)
+    return f"internal error (a bug, see the log file): {type(exc).__name__}: {exc}"
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -251,6 +265,8 @@ def guarded_send(cfg: Config, args: argparse.Namespace, deadline: Deadline,
     except Terminated:
         unknown = " (notify in flight: outcome unknown)" if progress.notify_in_flight else ""
         return Outcome(EXIT_SIGTERM, "terminated", f"terminated by SIGTERM during {progress.phase}{unknown}")
+    except Exception as exc:  # noqa: BLE001 - a bug still gets its run record, under the lock
+        return Outcome(EX_SOFTWARE, "failed", bug(exc))
 
 
 class Progress:
