@@ -20,10 +20,10 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+from urllib3.exceptions import ConnectTimeoutError, InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
 
-from .runtime import Deadline, DeadlineExceeded
+from .runtime import Deadline
 
 log = logging.getLogger("era_beacon_notify")
 
@@ -50,11 +50,19 @@ class Refused(ApiError):
     exit_code = 77  # EX_NOPERM
 
 
+class RetryWouldPassDeadline(Unavailable):
+    """A retry's wait (Retry-After or backoff) would end after max_run_seconds: give up now (exit 69).
+
+    Raised from inside urllib3 (`BoundedRetry.sleep`), so only before a retry: for notify that means
+    the server certainly did not act (a failed connect, 429 or 503), so nothing was sent.
+    """
+
+
 class BoundedRetry(Retry):
     """urllib3 `Retry` whose waits (backoff or Retry-After) never pass the run's deadline.
 
-    When a wait would end after the deadline, the run stops now (exit 69) instead of sleeping
-    into the hard stop.
+    When a wait would end after the deadline, the run stops now (RetryWouldPassDeadline, exit 69)
+    instead of sleeping into the hard stop. An unparseable Retry-After falls back to the backoff.
     """
 
     def __init__(self, *args: Any, deadline: Deadline | None = None, **kwargs: Any) -> None:
@@ -65,11 +73,18 @@ class BoundedRetry(Retry):
         return super().new(deadline=self.deadline, **kw)
 
     def sleep(self, response: Any = None) -> None:
-        wait = self.get_retry_after(response) if (self.respect_retry_after_header and response) else None
-        if not wait:
-            wait = self.get_backoff_time()
+        asked = None
+        if self.respect_retry_after_header and response is not None:
+            try:
+                asked = self.get_retry_after(response)
+            except InvalidHeader:  # "Retry-After: soon": back off as if it were absent
+                asked = None
+        wait = asked or self.get_backoff_time()
         if self.deadline is not None and wait >= self.deadline.remaining():
-            raise DeadlineExceeded(f"waiting {wait:.0f}s to retry would pass max_run_seconds")
+            why = (f"HTTP {response.status} with Retry-After {wait:.0f}s" if asked
+                   else f"a retry due in {wait:.0f}s")
+            raise RetryWouldPassDeadline(f"{why} would pass max_run_seconds "
+                                         f"({max(self.deadline.remaining(), 0):.0f}s left): gave up")
         if wait > 0:
             time.sleep(wait)
 
@@ -77,7 +92,7 @@ class BoundedRetry(Retry):
 def retry_policy(kind: str, deadline: Deadline) -> BoundedRetry:
     common: dict[str, Any] = dict(
         total=RETRIES, redirect=0, backoff_factor=BACKOFF_FACTOR, raise_on_status=False,
-        respect_retry_after_header=True, retry_after_max=max(1, int(deadline.seconds)), deadline=deadline,
+        respect_retry_after_header=True, deadline=deadline,
     )
     if kind == "notify":
         return BoundedRetry(connect=RETRIES, read=False, other=0, status=RETRIES,
@@ -103,6 +118,7 @@ class Client:
         self.base_url = base_url
         self.timeout = (connect_timeout, read_timeout)
         self.deadline = deadline
+        self.server_date: str | None = None  # the last answer's Date header
         self.adapter = HTTPAdapter(max_retries=retry_policy("idempotent", deadline))
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "era-beacon-notify"
@@ -116,10 +132,13 @@ class Client:
         """GET an idempotent URL first, so a sleeping host wakes on it and not on a POST."""
         started = time.monotonic()
         try:
-            resp = self._request("GET", url, "idempotent")
+            resp = self._request("GET", url, "idempotent", "warm-up GET")
             resp.close()
         except requests.RequestException as exc:
             log.warning("warm-up GET %s failed (%s); going on", url, _reason(exc))
+            return
+        except ApiError as exc:  # a huge answer, or a Retry-After past the deadline: still only a warm-up
+            log.warning("%s; going on", exc)
             return
         level = logging.INFO if resp.ok else logging.WARNING
         log.log(level, "warm-up GET %s: HTTP %s after %.1fs", url, resp.status_code, time.monotonic() - started)
@@ -127,7 +146,7 @@ class Client:
     def login(self, username: str, password: str) -> Any:
         what = "login"
         try:
-            resp = self._request("POST", f"{self.base_url}/auth/login", "idempotent",
+            resp = self._request("POST", f"{self.base_url}/auth/login", "idempotent", what,
                                  json={"username": username, "password": password})
         except requests.RequestException as exc:
             raise Unavailable(f"{what}: cannot reach the API: {_reason(exc)}") from None
@@ -136,7 +155,7 @@ class Client:
     def notify(self, token: str, threshold: int) -> Any:
         what = "notify"
         try:
-            resp = self._request("POST", f"{self.base_url}/notifications/notify-absence", "notify",
+            resp = self._request("POST", f"{self.base_url}/notifications/notify-absence", "notify", what,
                                  json={"threshold": threshold}, auth=BearerAuth(token))
         except requests.RequestException as exc:
             if never_sent(exc):
@@ -145,11 +164,18 @@ class Client:
                               "not resent (a duplicate would reach employees)") from None
         return self._answer(resp, what)
 
-    def _request(self, method: str, url: str, policy: str, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, url: str, policy: str, what: str, **kwargs: Any) -> requests.Response:
         self.adapter.max_retries = retry_policy(policy, self.deadline)
-        resp = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, stream=True, **kwargs)
-        resp._content = read_limited(resp)  # pre-load the streamed body, capped
+        try:
+            resp = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, stream=True,
+                                        **kwargs)
+            resp._content = read_limited(resp)  # pre-load the streamed body, capped
+        except ApiError as exc:  # raised inside urllib3 or by read_limited: say which call
+            # A POST is retried only when the server certainly did not act on it (see retry_policy).
+            unsent = "; nothing was sent" if isinstance(exc, RetryWouldPassDeadline) and method == "POST" else ""
+            raise type(exc)(f"{what}: {exc}{unsent}") from None
         resp._content_consumed = True
+        self.server_date = resp.headers.get("Date")  # the server's clock, for the token's lifetime
         return resp
 
     def _answer(self, resp: requests.Response, what: str) -> Any:
@@ -163,10 +189,11 @@ class Client:
         if code == 429 or code >= 500:
             raise Unavailable(f"{what}: server failed with HTTP {code} {detail(resp)}")
         if not 200 <= code < 300:
-            raise UnexpectedAnswer(f"{what}: unexpected HTTP {code} {detail(resp)}")
+            hint = ": check api_base_url (it ends in /v1)" if code == 404 else ""
+            raise UnexpectedAnswer(f"{what}: unexpected HTTP {code} {detail(resp)}{hint}")
         try:
             return json.loads(resp.content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
             raise UnexpectedAnswer(f"{what}: HTTP {code} answer is not JSON ({describe(resp)})") from None
 
 
@@ -195,16 +222,23 @@ def detail(resp: requests.Response) -> str:
     """The API's `detail` as one short line, or a description of a non-JSON body."""
     try:
         body = json.loads(resp.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return f"({describe(resp)})"
     value = body.get("detail") if isinstance(body, dict) else None
     if isinstance(value, list):  # FastAPI validation errors
-        value = "; ".join(
-            f"{'.'.join(map(str, item.get('loc', [])))}: {item.get('msg', '')}" if isinstance(item, dict) else str(item)
-            for item in value)
+        value = "; ".join(map(_validation_error, value))
     if value is None:
         return f"({describe(resp)})"
     return one_line(str(value))
+
+
+def _validation_error(item: Any) -> str:
+    """One FastAPI validation error as "body.threshold: Field required"; never its `input` (may hold the password)."""
+    if not isinstance(item, dict):
+        return str(item)
+    loc, msg = item.get("loc"), item.get("msg", "")
+    where = ".".join(map(str, loc)) if isinstance(loc, (list, tuple)) else str(loc or "")
+    return f"{where}: {msg}" if where else str(msg)
 
 
 def describe(resp: requests.Response) -> str:
@@ -218,16 +252,18 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    """A short, secret-free reason: the innermost urllib3/socket cause."""
+    """A short, secret-free reason: the innermost urllib3/socket cause, e.g. "ConnectionResetError: [Errno
+    104] Connection reset by peer" rather than "ProtocolError: ('Connection aborted.', ConnectionResetError(...))"."""
     seen = exc
-    while True:
-        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        if isinstance(seen, MaxRetryError):
-            inner = seen.reason
+    for _ in range(10):
+        inner = seen.reason if isinstance(seen, MaxRetryError) else next(
+            (arg for arg in seen.args if isinstance(arg, BaseException)), None)
         if inner is None:
             break
         seen = inner
     name = type(seen).__name__
-    text = str(seen)
+    texts = [arg for arg in seen.args if isinstance(arg, str)]
+    # urllib3 puts the connection object first: ConnectTimeoutError(<HTTPConnection ...>, "Connection to ... timed out")
+    text = texts[-1] if texts and len(texts) < len(seen.args) and not isinstance(seen, OSError) else str(seen)
     text = re.sub(r"<[^>]*>: ?", "", text)  # urllib3 prefixes messages with the connection object
     return one_line(f"{name}: {text}" if text else name, 200)

@@ -3,12 +3,13 @@
 Reading order: exit codes, command line, logging, `main` (the whole run at a glance), then the
 steps it calls. `requests` and `filelock` are imported inside the steps that need them, so a run
 skipped outside business hours pays for neither, and a lock-busy run never imports `requests`.
+Likewise the run record, the token cache and json (records, token_cache, files): imported once the
+lock is taken, so the runs that stop before it pay nothing for them (~8 ms of a skipped run; bench/).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import logging.handlers
 import os
@@ -16,14 +17,17 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
 
-from . import records, token_cache
 from .config import ENV_PASSWORD, Config, ConfigError, load_config
-from .files import remove_stale_temp_files
-from .records import Counts, Outcome
 from .runtime import Deadline, DeadlineExceeded, Terminated, raise_on_sigterm
 from .schedule import local_now, next_window, skip_reason
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (2 ms)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from . import records, token_cache
+    from .records import Outcome
 
 log = logging.getLogger("era_beacon_notify")
 
@@ -37,7 +41,7 @@ EX_TEMPFAIL = 75  # another run holds the lock
 EX_PROTOCOL = 76  # an answer the API contract does not allow
 EX_NOPERM = 77  # credentials or token refused
 EX_CONFIG = 78  # bad configuration
-EXIT_SIGTERM = 143  # 128 + SIGTERM
+EXIT_SIGTERM = 143  # 128 + SIGTERM (SIGINT 130, SIGHUP 129: 128 + the signal, see runtime.Terminated)
 STATUS_NOT_OK = 1  # --status: the last run failed, or there is none
 
 PROG = "notify_once"
@@ -54,6 +58,28 @@ class Stop(Exception):
 
 # --- command line ---------------------------------------------------------------------------------
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own formatter, told the terminal width: left to itself it imports shutil (and zlib,
+    bz2 and lzma with it: ~3 ms of every run) on each add_argument, only to ask for that width."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_columns() - 2)
+
+
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil: $COLUMNS, the terminal, or 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+        if columns > 0:
+            return columns
+    except ValueError:
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse exits 2; sysexits says 64
         self.print_usage(sys.stderr)
@@ -61,7 +87,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(prog=PROG, description="Send one Era Beacon absence notification (run by cron every 30 minutes).")
+    p = _Parser(prog=PROG, description="Send one Era Beacon absence notification (run by cron every 30 minutes).",
+                formatter_class=_HelpFormatter)
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="PATH",
                    help="config file (default: config.ini beside notify_once.py)")
     p.add_argument("--force", action="store_true", help="run even outside business hours, on skip_dates, "
@@ -114,6 +141,12 @@ def _not_file_only(record: logging.LogRecord) -> bool:
     return not getattr(record, "file_only", False)
 
 
+def _ours_or_error(record: logging.LogRecord) -> bool:
+    """Libraries' chatter below ERROR (urllib3's "Retrying (...)" lines) goes to the log file only:
+    a failed cron run mails one clear line, the program's own."""
+    return record.name.startswith(log.name) or record.levelno >= logging.ERROR
+
+
 class _ConsoleFormatter(logging.Formatter):
     """One line per record on stderr: tracebacks go to the log file only."""
 
@@ -139,6 +172,7 @@ def setup_logging(cfg: Config | None, verbose: bool = False, quiet: bool = False
     console.setLevel(console_level(configured, sys.stderr.isatty(), verbose, quiet))
     console.setFormatter(_ConsoleFormatter(f"{PROG}: %(levelname)s: %(message)s"))
     console.addFilter(_not_file_only)
+    console.addFilter(_ours_or_error)
     handlers: list[logging.Handler] = [console]
     if cfg and cfg.log_file:
         file_handler = logging.handlers.WatchedFileHandler(cfg.log_file, encoding="utf-8")
@@ -154,6 +188,18 @@ def setup_logging(cfg: Config | None, verbose: bool = False, quiet: bool = False
 # --- main -----------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except Terminated as stop:  # a stop signal outside the API calls (those are handled in guarded_send)
+        logged = logging.getLogger().handlers  # logging is set up once the config is read
+        if logged:
+            log.error("%s; no API call was in flight (exit %d)", stop, stop.exit_code)
+        else:
+            print(f"{PROG}: {stop}; nothing was sent (exit {stop.exit_code})", file=sys.stderr)
+        return stop.exit_code
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     os.umask(0o077)  # everything this run creates is private to its user
     raise_on_sigterm()
@@ -174,9 +220,6 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CANTCREAT
     try:
         return run(cfg, args)
-    except Terminated:
-        log.error("terminated by SIGTERM before the lock was taken")
-        return EXIT_SIGTERM
     except Stop as stop:
         log.log(logging.WARNING if stop.exit_code == EX_TEMPFAIL else logging.ERROR, "%s", stop)
         return stop.exit_code
@@ -209,6 +252,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         raise
     started = time.time()
     try:
+        from . import records
+        from .files import remove_stale_temp_files
+
         remove_stale_temp_files(cfg.cache_dir)
         previous = records.load_last_run(cfg.last_run_path)
         if cfg.ping_url and not args.dry_run:
@@ -229,8 +275,8 @@ def take_lock(cfg: Config) -> Any:
     """A non-blocking filelock on cache/notify_once.lock: Stop(75) when busy, Stop(73) when impossible."""
     try:
         cfg.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not cfg.cache_dir.is_dir():
-            raise NotADirectoryError(f"{cfg.cache_dir} is not a directory")
+    except FileExistsError:  # mkdir(exist_ok=True) raises this only when the path is not a folder
+        raise Stop(EX_CANTCREAT, f"cannot create cache folder {cfg.cache_dir}: it exists and is not a folder") from None
     except OSError as exc:
         raise Stop(EX_CANTCREAT, f"cannot create cache folder {cfg.cache_dir}: {exc.strerror or exc}") from None
     import filelock  # not needed by runs skipped outside business hours
@@ -239,6 +285,10 @@ def take_lock(cfg: Config) -> Any:
     try:
         lock.acquire()
     except filelock.Timeout:
+        # filelock also reports "busy" when the lock file could not be created at all (it gives up
+        # on ENOENT); a holder always leaves the file in place, so no file means "cannot create".
+        if not os.path.lexists(cfg.lock_path):
+            raise Stop(EX_CANTCREAT, f"cannot create lock {cfg.lock_path}: the file could not be created") from None
         raise Stop(EX_TEMPFAIL, f"another run holds {cfg.lock_path}; not sending (exit {EX_TEMPFAIL})") from None
     except OSError as exc:
         raise Stop(EX_CANTCREAT, f"cannot create lock {cfg.lock_path}: {exc.strerror or exc}") from None
@@ -248,6 +298,8 @@ def take_lock(cfg: Config) -> Any:
 def guarded_send(cfg: Config, args: argparse.Namespace, deadline: Deadline,
                  previous: records.RunRecord | None) -> Outcome:
     """`send`, with every way it can end turned into an Outcome (so a record is always written)."""
+    from .records import Outcome
+
     progress = Progress()
     try:
         gap = recent_success(previous, time.time(), cfg.min_gap_minutes)
@@ -262,9 +314,9 @@ def guarded_send(cfg: Config, args: argparse.Namespace, deadline: Deadline,
             return Outcome(EX_UNAVAILABLE, "failed", f"{exc} while waiting for the notify answer: "
                            "outcome unknown, not resent (a duplicate would reach employees)")
         return Outcome(EX_UNAVAILABLE, "failed", f"{exc} during {progress.phase}; nothing was sent")
-    except Terminated:
+    except Terminated as stop:
         unknown = " (notify in flight: outcome unknown)" if progress.notify_in_flight else ""
-        return Outcome(EXIT_SIGTERM, "terminated", f"terminated by SIGTERM during {progress.phase}{unknown}")
+        return Outcome(stop.exit_code, "terminated", f"{stop} during {progress.phase}{unknown}")
     except Exception as exc:  # noqa: BLE001 - a bug still gets its run record, under the lock
         return Outcome(EX_SOFTWARE, "failed", bug(exc))
 
@@ -292,6 +344,8 @@ def recent_success(previous: records.RunRecord | None, now: float, min_gap_minut
 
 def send(cfg: Config, args: argparse.Namespace, deadline: Deadline, progress: Progress) -> Outcome:
     from . import api  # imports requests: only runs that reach the API pay for it
+    from . import token_cache
+    from .records import Outcome
 
     client = api.Client(cfg.api_base_url, cfg.connect_timeout_seconds, cfg.read_timeout_seconds, deadline)
     try:
@@ -309,7 +363,11 @@ def send(cfg: Config, args: argparse.Namespace, deadline: Deadline, progress: Pr
             log.warning("%s: logging in again and resending once (the server refused before acting)", refused)
             token_cache.drop(cfg.token_path)
             token = login(client, cfg, progress)
-            body = notify(client, cfg, token, progress)
+            try:
+                body = notify(client, cfg, token, progress)
+            except api.Refused:
+                token_cache.drop(cfg.token_path)  # refused again: keep no token the server refuses
+                raise
         return summarize(body)
     except api.ApiError as exc:
         return Outcome(exc.exit_code, "failed", str(exc))
@@ -318,6 +376,8 @@ def send(cfg: Config, args: argparse.Namespace, deadline: Deadline, progress: Pr
 
 
 def cached_token(cfg: Config) -> token_cache.Token | None:
+    from . import token_cache
+
     try:
         token = token_cache.load(cfg.token_path)
     except token_cache.CacheUnreadable as why:
@@ -334,13 +394,20 @@ def cached_token(cfg: Config) -> token_cache.Token | None:
     return token
 
 
+CLOCK_SKEW_NOTE_SECONDS = 120
+
+
 def login(client: Any, cfg: Config, progress: Progress) -> token_cache.Token:
-    from . import api
+    from . import api, token_cache
 
     progress.phase = "login"
     body = client.login(cfg.username, cfg.password)
+    now, server_now = time.time(), token_cache.http_date(getattr(client, "server_date", None))
+    if server_now is not None and abs(now - server_now) > CLOCK_SKEW_NOTE_SECONDS:
+        log.info("this host's clock is %+.0fs off the API's (its Date header); the token's lifetime is "
+                 "measured on the API's clock", now - server_now)
     try:
-        token = token_cache.token_from_login(body, time.time(), cfg.api_base_url, cfg.username)
+        token = token_cache.token_from_login(body, now, cfg.api_base_url, cfg.username, server_now)
     except token_cache.BadLoginAnswer as exc:
         raise api.UnexpectedAnswer(f"login: {exc}") from None
     add_secret(token.token)
@@ -359,17 +426,31 @@ def login(client: Any, cfg: Config, progress: Progress) -> token_cache.Token:
 def notify(client: Any, cfg: Config, token: token_cache.Token, progress: Progress) -> Any:
     progress.phase, progress.notify_in_flight = "notify", True
     try:
-        return client.notify(token.token, cfg.threshold_minutes)
-    finally:
+        body = client.notify(token.token, cfg.threshold_minutes)
+    except Exception:  # an ApiError says itself whether anything was sent
         progress.notify_in_flight = False
+        raise
+    # Not in a `finally`: the deadline (DeadlineExceeded) or SIGTERM (Terminated) arriving mid-call must
+    # leave the flag set, so guarded_send reports "outcome unknown, not resent" and not "nothing was sent".
+    progress.notify_in_flight = False
+    return body
+
+
+def _one_line(value: Any, limit: int = 200) -> str:
+    """Server text for our one-line messages: whitespace (newlines too) collapsed, cut at `limit`."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def summarize(body: Any) -> Outcome:
     """Turn the notify answer into an Outcome. Never reads `request_curl`: it holds device tokens."""
+    from .records import Counts, Outcome
+
     if not isinstance(body, dict):
         return Outcome(EX_PROTOCOL, "failed", f"notify: answer is a JSON {type(body).__name__}, not an object")
     if body.get("success") is False:
-        return Outcome(EX_UNAVAILABLE, "failed", f"notify: API answered success=false: {str(body.get('message'))[:200]}")
+        return Outcome(EX_UNAVAILABLE, "failed",
+                       f"notify: API answered success=false: {_one_line(body.get('message'))}")
     keys = ("total_employees", "notifications_sent", "notifications_failed")
     values = [body.get(k) for k in keys]
     if body.get("success") is not True or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -387,6 +468,10 @@ def summarize(body: Any) -> Outcome:
 
 
 def dry_run(cfg: Config) -> Outcome:
+    import json
+
+    from .records import Outcome
+
     url = f"{cfg.api_base_url}/notifications/notify-absence"
     print(f"POST {url}\nAuthorization: Bearer <token>\nContent-Type: application/json\n\n"
           f"{json.dumps({'threshold': cfg.threshold_minutes})}")
@@ -401,6 +486,8 @@ def report(result: Outcome) -> None:
 def finish(cfg: Config, result: Outcome, started: float, previous: records.RunRecord | None,
            deadline: Deadline) -> None:
     """While still holding the lock: the run record, the metrics file, the final ping."""
+    from . import records
+
     finished = time.time()
     record = records.make_record(started, finished, cfg.tz, result, previous)
     try:
@@ -473,6 +560,10 @@ def _creatable(folder: Path) -> bool:
 
 def status(cfg: Config, as_json: bool) -> int:
     """Last run, last success, token time left (never the token), lock holder. No network, no lock."""
+    import json
+
+    from . import records, token_cache
+
     now = time.time()
     record = records.load_last_run(cfg.last_run_path)
     try:

@@ -1,4 +1,4 @@
-"""Process-level guards: the hard deadline on the whole run, and SIGTERM.
+"""Process-level guards: the hard deadline on the whole run, and SIGTERM (with SIGINT and SIGHUP).
 
 Both raise `BaseException` subclasses from a signal handler. Deriving from `BaseException`, not
 `OSError` or `Exception`, is deliberate: urllib3 retries on `OSError`, and libraries catch
@@ -17,7 +17,16 @@ class DeadlineExceeded(BaseException):
 
 
 class Terminated(BaseException):
-    """SIGTERM arrived (exit 143)."""
+    """A stop signal arrived: exit 128 + its number (SIGTERM 143, SIGINT 130, SIGHUP 129)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = int(signum)
+        self.name = signal.Signals(signum).name
+        super().__init__(f"terminated by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 class Deadline:
@@ -42,7 +51,13 @@ class Deadline:
 
 
 def raise_on_sigterm() -> None:
+    """SIGTERM (cron, systemd, kill), SIGINT (Ctrl-C on a manual run) and SIGHUP (its terminal closed)
+    all raise Terminated. SIGINT and SIGHUP stay ignored when the caller ignores them (nohup, `&`)."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise Terminated("terminated by SIGTERM")
+        raise Terminated(signum)
 
     signal.signal(signal.SIGTERM, handler)
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, handler)

@@ -13,6 +13,7 @@ import binascii
 import errno
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ from .files import atomic_write_json, read_nofollow
 
 DEFAULT_LIFETIME_SECONDS = 15 * 60  # when the answer says nothing about expiry
 MAX_LIFETIME_SECONDS = 24 * 3600  # a cap on absurd `expires_in`; the server still has the last word
+
+
+# RFC 6750's b64token: the only characters a bearer credential may have. Anything else (a space, a
+# newline, non-ASCII) would make the Authorization header invalid, or crash the HTTP library.
+_BEARER = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def is_bearer_token(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 16 * 1024 and _BEARER.fullmatch(value) is not None
 
 
 class BadLoginAnswer(ValueError):
@@ -68,22 +78,50 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def token_from_login(body: Any, now: float, api_base_url: str, username: str) -> Token:
-    """Build a `Token` from a login answer: `{"token"}` (today) or `{"access_token", "expires_in"}`."""
+def token_from_login(body: Any, now: float, api_base_url: str, username: str,
+                     server_now: float | None = None) -> Token:
+    """Build a `Token` from a login answer: `{"token"}` (today) or `{"access_token", "expires_in"}`.
+
+    `server_now` is the answer's `Date` header: the JWT's `exp` is on the server's clock, so its
+    lifetime is measured against that clock and then counted from `now` on ours. A host clock set
+    an hour wrong then still caches a token for its real lifetime. Without a Date, `exp` is used as is.
+    """
     if not isinstance(body, dict):
         raise BadLoginAnswer(f"login answer is a JSON {type(body).__name__}, not an object")
     raw = body.get("token", body.get("access_token"))
     if not isinstance(raw, str) or not raw.strip():
         raise BadLoginAnswer("login answer has no token (expected 'token' or 'access_token' as a string)")
+    if not is_bearer_token(raw.strip()):
+        raise BadLoginAnswer("login answer's token is not a valid bearer token (characters outside RFC 6750)")
     candidates = []
     exp = jwt_exp(raw)
     if exp is not None:
-        candidates.append(exp)
+        candidates.append(exp if server_now is None else int(now + (exp - server_now)))
     expires_in = _number(body.get("expires_in"))
     if expires_in is not None:
         candidates.append(int(now + min(expires_in, MAX_LIFETIME_SECONDS)))
     expires_at = min(candidates) if candidates else int(now + DEFAULT_LIFETIME_SECONDS)
     return Token(raw.strip(), expires_at, api_base_url, username, int(now))
+
+
+def http_date(value: Any) -> float | None:
+    """Epoch seconds of an HTTP `Date` header value, or None when absent or unparseable."""
+    from email.utils import parsedate_to_datetime
+
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:  # "-0000": UTC by RFC 5322
+        from datetime import timezone
+
+        moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def is_fresh(token: Token, now: float, margin: int, api_base_url: str, username: str) -> bool:
@@ -117,7 +155,7 @@ def load(path: Path) -> Token | None:
         token = Token(**{k: doc[k] for k in ("token", "expires_at", "api_base_url", "username", "obtained_at")})
     except (UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise CacheUnreadable("is not a valid token cache") from None
-    if not (isinstance(token.token, str) and token.token and isinstance(token.api_base_url, str)
+    if not (is_bearer_token(token.token) and isinstance(token.api_base_url, str)
             and isinstance(token.username, str)
             and all(isinstance(v, int) and not isinstance(v, bool) for v in (token.expires_at, token.obtained_at))):
         raise CacheUnreadable("has fields of the wrong type")
