@@ -68,14 +68,6 @@ TARGETS = (  # (variant, metric, baseline, limit)
 
 # --- the stand-in ---------------------------------------------------------------------------------
 
-# tests/standin.py's main(), with TCP_NODELAY on its sockets. Its handler writes the status line and
-# headers in one send() and the body in another; with Nagle on, the body of the second answer on a
-# kept-alive connection waits for the client's delayed ACK (~40 ms). notify_once.py makes login and
-# notify on one connection, so every cold run would pay 40 ms that the real server (uvicorn: asyncio
-# sets TCP_NODELAY) never charges. The stand-in is otherwise unchanged: standalone mode, same routes.
-NODELAY_STANDIN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import standin; "
-                   "standin._Handler.disable_nagle_algorithm = True; sys.exit(standin.main(sys.argv[1:]))")
-
 class StandInProcess:
     """tests/standin.py in standalone mode; GET /_stats and POST /_reset over http.client (no proxies)."""
 
@@ -83,7 +75,7 @@ class StandInProcess:
         self.port_file = folder / "standin.port"
         self.log = open(folder / "standin.log", "wb")  # one line per request; never tokens
         self.proc = subprocess.Popen(
-            [PY, "-c", NODELAY_STANDIN, str(STANDIN.parent), "--host", "127.0.0.1", "--port-file", str(self.port_file),
+            [PY, str(STANDIN), "--host", "127.0.0.1", "--port-file", str(self.port_file),
              "--token-lifetime", str(BENCH_TOKEN_LIFETIME)],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 15
@@ -678,11 +670,9 @@ def render(variants: list[Variant], runs: int, warmup: int, mach: dict[str, str]
            "and makes the one POST; `base-cold` makes login + notify on one connection, as the program does; "
            "`bare` is requests only (no filelock, no lock), so `base-warm − bare` is the price of the lock "
            "library; `curl` is `flock -n` + curl with the same token and body.",
-           "- The stand-in runs with TCP_NODELAY (`disable_nagle_algorithm`, set by the bench when it starts "
-           "`tests/standin.py`'s standalone `main`): it sends an answer's headers and body in two writes, so "
-           "without it the second answer on a kept-alive connection waits ~40 ms for a delayed ACK, which "
-           "the real server (uvicorn on asyncio, TCP_NODELAY) never charges. It would add ~40 ms to every "
-           "`cold` run.", "",
+           "- The stand-in sets TCP_NODELAY, as uvicorn does: it writes an answer's headers and body in "
+           "two sends, and without it the second answer on a kept-alive connection would wait ~40 ms for a "
+           "delayed ACK, adding ~40 ms to every `cold` run that the real server never charges.", "",
            "## Results", ""]
     out += results_table(variants)
     out += ["", "Targets (ratios to the baseline measured in the same rounds):", ""] + targets

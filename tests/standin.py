@@ -405,6 +405,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True                 # TCP_NODELAY, as uvicorn sets: no delayed-ACK stalls
     outcome = "-"
 
     def version_string(self):

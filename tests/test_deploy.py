@@ -26,7 +26,7 @@ import yaml  # PyYAML: requirements-dev.txt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from era_beacon_notify import cli  # noqa: E402
+from era_beacon_notify import cli, logs  # noqa: E402
 from era_beacon_notify.config import ENV_PASSWORD, ENV_USERNAME, Config, ConfigError, parse_config  # noqa: E402
 from era_beacon_notify.schedule import skip_reason  # noqa: E402
 
@@ -341,12 +341,22 @@ def test_logrotate_rotates_the_log_file_the_shipped_config_writes() -> None:
     assert ["create", "0600", user, user] in directives
 
 
-def test_logrotate_needs_no_copytruncate_because_the_program_reopens_the_file() -> None:
+def test_logrotate_needs_no_copytruncate_because_the_program_reopens_the_file(tmp_path: Path) -> None:
     _, directives = logrotate()
     words = {d[0] for d in directives}
     assert not words & {"copytruncate", "postrotate", "prerotate"}
     # WatchedFileHandler is the reason: check the program still logs through it.
-    assert f"logging.handlers.{logging.handlers.WatchedFileHandler.__name__}(" in Path(cli.__file__).read_text()
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    try:
+        logs.setup_logging("INFO", "%(message)s", tmp_path / "notify_once.log")
+        assert any(isinstance(h, logging.handlers.WatchedFileHandler) for h in root.handlers)
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved:
+            root.addHandler(handler)
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------

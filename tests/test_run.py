@@ -258,9 +258,9 @@ def test_log_file_that_cannot_be_created_exits_73(job: Job) -> None:
 
 def test_a_bug_exits_70_with_the_traceback_in_the_log_file_only(job: Job) -> None:
     """Simulate a bug by replacing one function of the real program, run in a subprocess."""
-    driver = ("import sys; sys.path.insert(0, sys.argv[1]); import era_beacon_notify.cli as cli\n"
+    driver = ("import sys; sys.path.insert(0, sys.argv[1]); import era_beacon_notify.cli as cli, era_beacon_notify.job as job\n"
               "def boom(*a, **k): raise KeyError('simulated bug')\n"
-              "cli.summarize = boom\n"
+              "job.summarize = boom\n"
               "sys.exit(cli.main(sys.argv[2:]))\n")
     proc = subprocess.run([sys.executable, "-c", driver, str(ROOT), "--config", str(job.config), "--force"],
                           cwd=job.cwd, env=cron_env(), capture_output=True, text=True, timeout=30)
