@@ -3,10 +3,9 @@
 
     */30 9-17 * * 1-5  /opt/era-beacon-notify/.venv/bin/python /opt/era-beacon-notify/notify_once.py
 
-The code lives in the era_beacon_notify package beside this file, read in this order:
-config.py (config.ini), schedule.py (business hours), token_cache.py (the bearer token),
-api.py (the HTTP client and its retry policy), records.py (run record, metrics, pings),
-cli.py (the run itself and its exit codes). README.md documents all of it.
+The code lives in the era_beacon_notify package beside this file. Start with cli.py (the run at a
+glance: arguments, config, business hours, the lock), then job.py (the work under the lock: token,
+one notification, the run record); the README's "Development" section lists the rest.
 """
 
 import os
