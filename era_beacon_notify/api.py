@@ -81,7 +81,8 @@ class BoundedRetry(Retry):
                 asked = None
         wait = asked or self.get_backoff_time()
         if self.deadline is not None and wait >= self.deadline.remaining():
-            why = (f"HTTP {response.status} with Retry-After {wait:.0f}s" if asked
+            at_least = " or more" if asked and wait >= self.retry_after_max else ""
+            why = (f"HTTP {response.status} with Retry-After {wait:.0f}s{at_least}" if asked
                    else f"a retry due in {wait:.0f}s")
             raise RetryWouldPassDeadline(f"{why} would pass max_run_seconds "
                                          f"({max(self.deadline.remaining(), 0):.0f}s left): gave up")
@@ -90,9 +91,11 @@ class BoundedRetry(Retry):
 
 
 def retry_policy(kind: str, deadline: Deadline) -> BoundedRetry:
+    # retry_after_max (urllib3 >= 2.7) caps a server's Retry-After at the whole run's length; any
+    # wait that long is past the deadline, so BoundedRetry.sleep gives up instead of sleeping.
     common: dict[str, Any] = dict(
         total=RETRIES, redirect=0, backoff_factor=BACKOFF_FACTOR, raise_on_status=False,
-        respect_retry_after_header=True, deadline=deadline,
+        respect_retry_after_header=True, retry_after_max=max(1, int(deadline.seconds)), deadline=deadline,
     )
     if kind == "notify":
         return BoundedRetry(connect=RETRIES, read=False, other=0, status=RETRIES,

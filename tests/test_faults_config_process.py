@@ -18,18 +18,11 @@ import time
 import pytest
 
 from conftest import BUSINESS_TIME, PASSWORD, USERNAME, finish, jakarta, wait_for
-from fault_checks import (assert_clean, assert_valid_token_file, cache_doc, err_lines, one_line, plant,
-                          temp_files)
+from faults import (assert_clean, assert_valid_token_file, cache_doc, cached, err_lines, one_line, plant,
+                    pushes_succeed, temp_files)  # noqa: F401 (pushes_succeed: an autouse fixture)
 from standin import hang, hold, status
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def pushes_succeed(api):
-    """Every push succeeds, so a good run prints nothing and stderr holds only what the case causes."""
-    for employee in api.employees:
-        employee["push_ok"] = True
 
 
 # --- config errors: exit 78, one line naming the file and the key, no HTTP ------------------------
@@ -224,7 +217,7 @@ def test_environment_credentials(job, api, scheduler, env):
     assert r.code == 0 and r.err == "", r.all
     assert api.requests[0].json == {"username": "env_user", "password": ENV_PASSWORD}
     assert api.count("login") == 1 and api.count("notify") == 1
-    assert json.loads(job.token_file.read_text())["username"] == "env_user"
+    assert cached(job)["username"] == "env_user"
     check = job.run("--check", env=env)
     assert check.code == 0 and "from ERA_BEACON_PASSWORD" in check.out
     assert_clean(r, api, ENV_PASSWORD)

@@ -1,6 +1,6 @@
 """Fault matrix, network kinds and cold start (issue 3): the real script against the stand-in, loopback only.
 
-Each row drives notify_once.py once and checks, through `faultcheck.check_run`: the exit code and its one
+Each row drives notify_once.py once and checks, through `faults.check_run`: the exit code and its one
 error line, no traceback, how many logins/notifies the stand-in saw and processed (never a duplicate
 push), the token cache old or new, and no secret anywhere.
 
@@ -17,19 +17,11 @@ import time
 
 import pytest
 
-from conftest import SEEN_SECRETS
-from faultcheck import cache_token, cached, check_run, closed_port, seen
+from faults import FAST, cache_token, cached, check_run, closed_port, seen
 from standin import big, close, delay, hang, normal, raw, reset, status, trickle
 
 pytestmark = pytest.mark.timeout(30)
 FORCE = "--force"
-FAST = {"ERA_TEST_SLEEP_SCALE": "0.1"}
-
-
-def fresh_token(api) -> str:
-    token = api.make_token()
-    SEEN_SECRETS.add(token)
-    return token
 
 
 # --- connection refused, dropped, reset, hung, trickled ------------------------------------------
@@ -76,7 +68,7 @@ def test_network_faults(job, api, overrides, use_cache, faults, code, message, l
     if overrides.get("api_base_url") == CLOSED:
         overrides = {**overrides, "api_base_url": f"http://127.0.0.1:{closed_port()}/v1"}
     job.write_config(scheduler=overrides)
-    old = cache_token(job, fresh_token(api), url=overrides.get("api_base_url"))["token"] if use_cache else None
+    old = cache_token(job, api_base_url=overrides.get("api_base_url", api.base_url)) if use_cache else None
     for route, queue in faults.items():
         api.inject(route, *queue)
 
@@ -127,7 +119,7 @@ def test_connect_timeout_on_notify_is_retried_and_nothing_sent(job, api, full_ba
     """A connect timeout happens before a byte is sent, so even notify may retry it (2 retries)."""
     url = f"http://127.0.0.1:{full_backlog}/v1"
     job.write_config(scheduler={"api_base_url": url, "connect_timeout_seconds": "1"})
-    old = cache_token(job, fresh_token(api), url=url)["token"]
+    old = cache_token(job, api_base_url=url)
 
     r = job.run(FORCE, env=FAST)
 
@@ -174,7 +166,7 @@ def test_cold_start_warmup(job, api, target, faults, use_cache, order, warning, 
     url = {"health": api.url + "/health", "v1-health": api.base_url + "/health",
            "closed": f"http://127.0.0.1:{closed_port()}/health"}[target]
     job.write_config(scheduler={"warmup_url": url})
-    old = cache_token(job, fresh_token(api))["token"] if use_cache else None
+    old = cache_token(job) if use_cache else None
     api.inject("health", *faults)
 
     r = job.run(FORCE, env=env)
