@@ -11,6 +11,10 @@ one notification, the run record); the README's "Development" section lists the 
 import os
 import sys
 
+if sys.version_info < (3, 10):  # zoneinfo and the type syntax need 3.10: say so, not a traceback
+    print(f"notify_once: needs Python 3.10 or newer, this is {sys.version.split()[0]}", file=sys.stderr)
+    sys.exit(78)
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # cron runs from $HOME, not from here
 
 from era_beacon_notify.cli import main  # noqa: E402

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config
-from .exits import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, EXIT_OK, Stop
+from .exits import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, EXIT_OK, Stop, missing_dependency
 from .logs import PROG, add_secret, log_bug, setup_logging
 from .runtime import Deadline, Terminated, raise_on_sigterm
 from .schedule import local_now, skip_reason
@@ -141,7 +141,10 @@ def take_lock(cfg: Config) -> Any:
         raise Stop(EX_CANTCREAT, f"cannot create cache folder {cfg.cache_dir}: it exists and is not a folder") from None
     except OSError as exc:
         raise Stop(EX_CANTCREAT, f"cannot create cache folder {cfg.cache_dir}: {exc.strerror or exc}") from None
-    import filelock  # not needed by runs skipped outside business hours
+    try:
+        import filelock  # not needed by runs skipped outside business hours
+    except ImportError as exc:
+        raise missing_dependency(exc) from None
 
     lock = filelock.FileLock(str(cfg.lock_path), blocking=False, mode=0o600)
     try:

@@ -33,6 +33,12 @@ SCHEDULER_DEFAULTS: dict[str, str] = {
     "skip_dates": "",
 }
 MONITORING_DEFAULTS: dict[str, str] = {"ping_url": "", "metrics_file": ""}
+KNOWN_KEYS: dict[str, set[str]] = {
+    "scheduler": {"threshold_minutes", "api_base_url", "auth_username", "auth_password", "weekday_start_hour",
+                  "weekday_end_hour", *SCHEDULER_DEFAULTS},
+    "logging": {"level", "format", "file"},
+    "monitoring": set(MONITORING_DEFAULTS),
+}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -180,7 +186,7 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> Config:
 
     r = _Reader(parser, path)
     s, d = "scheduler", SCHEDULER_DEFAULTS
-    warnings: list[str] = []
+    warnings: list[str] = unknown_keys(parser, path)
 
     username = env.get(ENV_USERNAME) or r.text(s, "auth_username", "")
     password = env.get(ENV_PASSWORD) or r.text(s, "auth_password", "")
@@ -265,6 +271,25 @@ _SAMPLE_RECORD = {
     "module": "", "funcName": "", "lineno": 0, "created": 0.0, "msecs": 0.0, "relativeCreated": 0.0,
     "thread": 0, "threadName": "", "process": 0, "processName": "", "taskName": "",
 }
+
+
+def unknown_keys(parser: configparser.ConfigParser, path: Path) -> list[str]:
+    """Warnings for keys and sections the program does not read: a typo (`min_gap_minute`) or a key
+    in the wrong section would otherwise be ignored without a word."""
+    found = []
+    for section in parser.sections():
+        known = KNOWN_KEYS.get(section)
+        if known is None:
+            found.append(f"{path}: [{section}]: unknown section, ignored")
+            continue
+        for key in sorted(set(parser.options(section)) - known - set(parser.defaults())):
+            from difflib import get_close_matches  # only when there is something to suggest
+
+            home = [name for name, keys in KNOWN_KEYS.items() if key in keys]
+            hint = (f"; it belongs in [{home[0]}]" if home else
+                    "".join(f"; did you mean {m}?" for m in get_close_matches(key, known, n=1)))
+            found.append(f"{path}: [{section}] {key}: unknown key, ignored{hint}")
+    return found
 
 
 def _is_loopback(host: str) -> bool:

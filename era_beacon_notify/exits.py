@@ -19,3 +19,9 @@ class Stop(Exception):
     def __init__(self, exit_code: int, message: str) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def missing_dependency(exc: ImportError) -> Stop:
+    """A run started with a Python that lacks requirements.txt: a deployment error, not a bug."""
+    return Stop(EX_CONFIG, f"cannot import {exc.name or exc}: run notify_once.py with the virtualenv's python "
+                "(.venv/bin/python notify_once.py), where requirements.txt is installed")

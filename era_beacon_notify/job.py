@@ -14,7 +14,7 @@ from typing import Any
 
 from . import records, token_cache
 from .config import Config
-from .exits import EX_PROTOCOL, EX_SOFTWARE, EX_UNAVAILABLE, EXIT_OK, Stop
+from .exits import EX_PROTOCOL, EX_SOFTWARE, EX_UNAVAILABLE, EXIT_OK, Stop, missing_dependency
 from .files import remove_stale_temp_files
 from .logs import add_secret, log_bug
 from .records import Counts, Outcome
@@ -85,7 +85,10 @@ def recent_success(previous: records.RunRecord | None, now: float, min_gap_minut
 # --- the API work ---------------------------------------------------------------------------------
 
 def send(cfg: Config, args: argparse.Namespace, deadline: Deadline, progress: Progress) -> Outcome:
-    from . import api  # imports requests: only runs that reach the API pay for it
+    try:
+        from . import api  # imports requests: only runs that reach the API pay for it
+    except ImportError as exc:
+        raise missing_dependency(exc) from None
 
     client = api.Client(cfg.api_base_url, cfg.connect_timeout_seconds, cfg.read_timeout_seconds, deadline)
     try:

@@ -54,9 +54,15 @@ def _ours_or_error(record: logging.LogRecord) -> bool:
 
 
 class _ConsoleFormatter(logging.Formatter):
-    """One line per record on stderr: tracebacks go to the log file only."""
+    """One line per record on stderr: tracebacks go to the log file, when there is one."""
+
+    def __init__(self, fmt: str, tracebacks: bool) -> None:
+        super().__init__(fmt)
+        self.tracebacks = tracebacks
 
     def format(self, record: logging.LogRecord) -> str:
+        if self.tracebacks:
+            return super().format(record)
         return super().format(logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None}))
 
 
@@ -81,8 +87,10 @@ def setup_logging(level: str, fmt: str, log_file: Path | None, verbose: bool = F
         root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(console_level(level, sys.stderr.isatty(), verbose, quiet))
-    console.setFormatter(_ConsoleFormatter(f"{PROG}: %(levelname)s: %(message)s"))
-    console.addFilter(_not_file_only)
+    # Without a log file (a container, `file =`), stderr is the log: a bug's traceback goes there.
+    console.setFormatter(_ConsoleFormatter(f"{PROG}: %(levelname)s: %(message)s", tracebacks=not log_file))
+    if log_file:
+        console.addFilter(_not_file_only)
     console.addFilter(_ours_or_error)
     handlers: list[logging.Handler] = [console]
     if log_file:
@@ -102,6 +110,6 @@ def setup_logging(level: str, fmt: str, log_file: Path | None, verbose: bool = F
 
 
 def log_bug(exc: Exception) -> str:
-    """Log the traceback to the log file only; return the one line for stderr (exit 70)."""
+    """Log the traceback (to the log file, or to stderr when there is none); return the one line (exit 70)."""
     log.critical("traceback of the internal error:", exc_info=True, extra=FILE_ONLY)
-    return f"internal error (a bug, see the log file): {type(exc).__name__}: {exc}"
+    return f"internal error (a bug; its traceback is in the log): {type(exc).__name__}: {exc}"

@@ -10,18 +10,14 @@ from pathlib import Path
 
 from . import records, token_cache
 from .config import ENV_PASSWORD, Config
-from .exits import EX_CONFIG, EXIT_OK, STATUS_NOT_OK
+from .exits import EX_CONFIG, EXIT_OK, STATUS_NOT_OK, missing_dependency
 from .logs import PROG
 from .schedule import local_now, next_window, skip_reason
 
 
 def check(cfg: Config) -> int:
     """Validate config and paths, print what they resolve to. No network, no lock."""
-    problems = []
-    for label, folder in (("cache_dir", cfg.cache_dir), ("log file folder", cfg.log_file.parent if cfg.log_file else None),
-                          ("metrics_file folder", cfg.metrics_file.parent if cfg.metrics_file else None)):
-        if folder is not None and not _creatable(folder):
-            problems.append(f"{label} {folder} cannot be created or written")
+    problems = path_problems(cfg) + dependency_problems()
     now = local_now(cfg.tz)
     window = next_window(now, cfg.weekday_start_hour, cfg.weekday_end_hour, cfg.skip_dates)
     reason = skip_reason(now, cfg.weekday_start_hour, cfg.weekday_end_hour, cfg.skip_dates)
@@ -50,11 +46,40 @@ def check(cfg: Config) -> int:
     for warning in cfg.warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     for problem in problems:
-        print(f"{PROG}: config error: {cfg.path}: {problem}", file=sys.stderr)
+        print(f"{PROG}: config error: {problem}", file=sys.stderr)
     if problems:
         return EX_CONFIG
     print("config OK")
     return EXIT_OK
+
+
+def path_problems(cfg: Config) -> list[str]:
+    """What a run would fail to create: the cache folder (made with its parents), the log file and
+    the metrics file (their folders must exist)."""
+    problems = []
+    if not _creatable(cfg.cache_dir):
+        problems.append(f"{cfg.path}: cache_dir {cfg.cache_dir} cannot be created or written")
+    for label, path in (("log file", cfg.log_file), ("metrics_file", cfg.metrics_file)):
+        if path is None:
+            continue
+        if path.is_dir():
+            problems.append(f"{cfg.path}: {label} {path} is a folder")
+        elif not path.parent.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):
+            problems.append(f"{cfg.path}: {label} {path}: its folder does not exist or is not writable")
+        elif path.exists() and not os.access(path, os.W_OK):
+            problems.append(f"{cfg.path}: {label} {path} is not writable")
+    return problems
+
+
+def dependency_problems() -> list[str]:
+    """A Python without requirements.txt passes everything else and fails at the first business hour."""
+    problems = []
+    for name in ("filelock", "requests"):
+        try:
+            __import__(name)
+        except ImportError as exc:
+            problems.append(str(missing_dependency(exc)))
+    return problems
 
 
 def _creatable(folder: Path) -> bool:

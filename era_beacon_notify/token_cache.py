@@ -1,7 +1,7 @@
 """The bearer token: where its expiry comes from, when it is fresh, and its cache file.
 
 Pure decisions first (`token_from_login`, `jwt_exp`, `is_fresh`), then the file I/O. Expiry is
-absolute epoch seconds. The login answer carries no expiry (see API_CONTRACT.md), so it is read from
+absolute epoch seconds. The login answer carries no expiry (see docs/API_CONTRACT.md), so it is read from
 the JWT's `exp` claim; older servers send `expires_in`; with both the earlier wins; with neither a
 short default is assumed. A lifetime of zero or less is used once but never cached.
 """

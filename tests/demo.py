@@ -63,7 +63,8 @@ def main() -> int:
         config = WORK / "config.ini"
         config.write_text(CONFIG.format(port=port))
         config.chmod(0o600)
-        print(f"demo: stand-in Era Beacon API on http://127.0.0.1:{port} (stand-in lines show what it received)")
+        print(f"demo: stand-in Era Beacon API on http://127.0.0.1:{port} (stand-in lines show what it received;\n"
+              "      it fails EMP-0002's push on purpose, to show the WARNING a real push failure gives)")
         codes = [run("run 1 (cold: no cached token, logs in)", config, "--force", "-v"),
                  run("run 2 (warm: reuses the cached token)", config, "--force", "-v"),
                  run("status", config, "--status")]

@@ -1,6 +1,6 @@
 """A local stand-in for the Era Beacon attendance API (standard library only).
 
-It answers the way ../shared/API_CONTRACT.md says the real FastAPI server answers:
+It answers the way docs/API_CONTRACT.md (a copy of ../shared/API_CONTRACT.md) says the real FastAPI server answers:
 POST /v1/auth/login, POST /v1/notifications/notify-absence and GET /health, with the
 same status codes, bodies, content types and headers. It binds to loopback only and
 never sends traffic anywhere but back down the client's socket.

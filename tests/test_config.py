@@ -164,3 +164,22 @@ def test_shipped_config_is_valid_and_points_at_production() -> None:
         (30, "Asia/Jakarta", 9, 18)
     assert cfg.log_file == ROOT / "notify_once.log" and cfg.cache_dir == ROOT / "cache"
     assert os.path.basename(cfg.path) == "config.ini"
+
+
+@pytest.mark.parametrize("extra, warning", [
+    ("min_gap_minute = 0\n", "[scheduler] min_gap_minute: unknown key, ignored; did you mean min_gap_minutes?"),
+    ("timezon = UTC\n", "[scheduler] timezon: unknown key, ignored; did you mean timezone?"),
+])
+def test_a_misspelled_key_warns_with_a_suggestion(extra: str, warning: str) -> None:
+    body = text().replace("[logging]", extra + "[logging]")
+    assert any(warning in w for w in parse_config(body, PATH, {}).warnings)
+
+
+def test_a_key_in_the_wrong_section_or_an_unknown_section_warns() -> None:
+    warnings = parse_config(text(extra="skip_dates = 2026-12-25\n[monitorng]\nping_url = x\n"), PATH, {}).warnings
+    assert any("[logging] skip_dates: unknown key, ignored; it belongs in [scheduler]" in w for w in warnings)
+    assert any("[monitorng]: unknown section" in w for w in warnings)
+
+
+def test_the_original_config_has_no_unknown_keys() -> None:
+    assert parse_config(text(), PATH, {}).warnings == ()

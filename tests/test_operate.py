@@ -280,3 +280,26 @@ def test_metrics_textfile(job: Job) -> None:
     assert values["era_beacon_notify_last_exit_code"] == 69
     assert values["era_beacon_notify_last_success_timestamp_seconds"] == success  # kept across failures
     assert [p.name for p in prom.parent.iterdir()] == ["era_beacon_notify.prom"]  # no temp files left
+
+
+@pytest.mark.parametrize("log_file, problem", [
+    ("no-such-folder/notify_once.log", "its folder does not exist"),
+    ("a-folder", "is a folder"),
+])
+def test_check_fails_78_on_a_log_file_every_run_would_fail_to_open(job: Job, log_file: str, problem: str) -> None:
+    (job.dir / "a-folder").mkdir()
+    job.write_config(logging={"file": log_file})
+    result = job.run("--check")
+    assert result.code == 78 and problem in result.err and "config OK" not in result.out
+    assert job.run("--force").code == 73  # what --check predicted
+
+
+def test_check_fails_78_on_a_python_without_the_requirements(job: Job) -> None:
+    import subprocess
+    import sys
+
+    from conftest import SCRIPT, cron_env
+    proc = subprocess.run([sys.executable, "-S", str(SCRIPT), "--config", str(job.config), "--check"],
+                          cwd=job.cwd, env=cron_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 78
+    assert "cannot import filelock" in proc.stderr and "cannot import requests" in proc.stderr

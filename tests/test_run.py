@@ -269,3 +269,28 @@ def test_a_bug_exits_70_with_the_traceback_in_the_log_file_only(job: Job) -> Non
     assert result.err.count("\n") == 1 and "internal error" in result.err and "Traceback" not in result.err
     assert "Traceback" in result.log and "simulated bug" in result.log
     assert json.loads(job.last_run.read_text())["exit_code"] == 70  # the record still says so
+
+
+def test_a_bug_without_a_log_file_puts_its_traceback_on_stderr(job: Job) -> None:
+    """With `file =` (a container), stderr is the only log: the traceback must not be lost."""
+    job.write_config(logging={"file": ""})
+    driver = ("import sys; sys.path.insert(0, sys.argv[1]); import era_beacon_notify.cli as cli, era_beacon_notify.job as job\n"
+              "def boom(*a, **k): raise KeyError('simulated bug')\n"
+              "job.summarize = boom\n"
+              "sys.exit(cli.main(sys.argv[2:]))\n")
+    proc = subprocess.run([sys.executable, "-c", driver, str(ROOT), "--config", str(job.config), "--force"],
+                          cwd=job.cwd, env=cron_env(), capture_output=True, text=True, timeout=30)
+    result = job.result(proc.returncode, proc.stdout, proc.stderr)
+    assert result.code == 70
+    assert "Traceback" in result.err and "simulated bug" in result.err
+
+
+@pytest.mark.parametrize("args", [["--force"], ["--dry-run", "--force"]])
+def test_a_python_without_the_requirements_is_a_clear_deployment_error(job: Job, args: list[str]) -> None:
+    """`python -S` has no site-packages: as if cron ran /usr/bin/python3 instead of the venv's."""
+    proc = subprocess.run([sys.executable, "-S", str(SCRIPT), "--config", str(job.config), *args],
+                          cwd=job.cwd, env=cron_env(), capture_output=True, text=True, timeout=30)
+    result = job.result(proc.returncode, proc.stdout, proc.stderr)
+    assert result.code == 78, result.err
+    assert result.err.count("\n") == 1 and "cannot import filelock" in result.err and ".venv/bin/python" in result.err
+    assert "Traceback" not in result.all and job.api.requests == []

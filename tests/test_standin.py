@@ -1,4 +1,4 @@
-"""Tests for the API stand-in itself (tests/standin.py), checked against ../shared/API_CONTRACT.md."""
+"""Tests for the API stand-in itself (tests/standin.py), checked against docs/API_CONTRACT.md."""
 import base64, json, os, signal, subprocess, sys, threading, time
 
 import pytest
