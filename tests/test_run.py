@@ -294,3 +294,26 @@ def test_a_python_without_the_requirements_is_a_clear_deployment_error(job: Job,
     assert result.code == 78, result.err
     assert result.err.count("\n") == 1 and "cannot import filelock" in result.err and ".venv/bin/python" in result.err
     assert "Traceback" not in result.all and job.api.requests == []
+
+
+def imported_modules(job: Job, *args: str, env: dict | None = None) -> set[str]:
+    report = job.dir / "modules.txt"
+    job.run(*args, env={**(env or {}), "ERA_TEST_MODULES_REPORT": str(report)})
+    return set(report.read_text().split())
+
+
+def test_a_run_skipped_outside_hours_imports_no_network_or_lock_library(job: Job) -> None:
+    """What keeps a skipped run cheap (bench/results.md): a later eager import would undo it."""
+    modules = imported_modules(job, env={"ERA_TEST_NOW": str(jakarta("2026-12-05 10:00"))})
+    assert "era_beacon_notify.cli" in modules  # the report works
+    heavy = {"requests", "urllib3", "filelock", "logging.handlers", "dataclasses", "json", "era_beacon_notify.job"}
+    assert modules & heavy == set()
+
+
+def test_a_lock_busy_run_never_imports_requests(job: Job) -> None:
+    from filelock import FileLock
+    job.cache.mkdir()
+    with FileLock(str(job.cache / "notify_once.lock")):
+        modules = imported_modules(job, "--force")
+    assert "filelock" in modules
+    assert modules & {"requests", "urllib3", "era_beacon_notify.api", "era_beacon_notify.job"} == set()
