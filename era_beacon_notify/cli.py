@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError, load_config
 from .exits import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, EXIT_OK, Stop, missing_dependency
-from .logs import PROG, add_secret, log_bug, setup_logging
+from .logs import PROG, add_secret, log_bug, setup_logging, watch_rotation
 from .runtime import Deadline, Terminated, raise_on_sigterm
 from .schedule import local_now, skip_reason
 
@@ -97,8 +97,7 @@ def _main(argv: list[str] | None) -> int:
     skip = None if args.force else skip_reason(local_now(cfg.tz), cfg.weekday_start_hour,
                                                 cfg.weekday_end_hour, cfg.skip_dates)
     try:
-        setup_logging(cfg.log_level, cfg.log_format, cfg.log_file, args.verbose, args.quiet,
-                      watch_rotation=skip is None)
+        setup_logging(cfg.log_level, cfg.log_format, cfg.log_file, args.verbose, args.quiet)
     except OSError as exc:
         print(f"{PROG}: cannot open log file {cfg.log_file}: {exc.strerror or exc}", file=sys.stderr)
         return EX_CANTCREAT
@@ -124,6 +123,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     try:
         lock = take_lock(cfg)
         try:
+            watch_rotation()  # from here on the run may last minutes
             from . import job  # only runs that hold the lock load the rest of the program
 
             return job.run_locked(cfg, args, deadline)

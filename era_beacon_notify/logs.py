@@ -1,7 +1,7 @@
 """Logging: the log file at its level, stderr for cron, and no secret in either.
 
-- The log file gets the configured level and format through `WatchedFileHandler`, so logrotate
-  can move it while a slow run is still writing.
+- The log file gets the configured level and format; once a run holds the lock, through
+  `WatchedFileHandler`, so logrotate can move it while a slow run is still writing.
 - stderr without a terminal (cron) gets WARNING and up, so a clean run prints nothing and MAILTO
   mails only problems; on a terminal, the configured level. -v/-q move it one step.
 - A filter on every handler masks the password, every token seen, and anything shaped like a JWT
@@ -74,13 +74,10 @@ def console_level(configured: str, tty: bool, verbose: bool, quiet: bool) -> int
     return max(logging.DEBUG, level - 10) if verbose else level
 
 
-def setup_logging(level: str, fmt: str, log_file: Path | None, verbose: bool = False, quiet: bool = False,
-                  watch_rotation: bool = True) -> None:
-    """Raises OSError when the log file cannot be opened (exit 73).
+def setup_logging(level: str, fmt: str, log_file: Path | None, verbose: bool = False, quiet: bool = False) -> None:
+    """stderr as console_level says, and the log file (plain FileHandler until watch_rotation()).
 
-    `watch_rotation=False` (a run that only logs that it skips, and exits within milliseconds) uses
-    the plain FileHandler: nothing can rotate under it, and `logging.handlers` costs ~9 ms to import,
-    a sixth of such a run (bench/results.md).
+    Raises OSError when the log file cannot be opened (exit 73).
     """
     root = logging.getLogger()
     for handler in root.handlers[:]:
@@ -94,12 +91,7 @@ def setup_logging(level: str, fmt: str, log_file: Path | None, verbose: bool = F
     console.addFilter(_ours_or_error)
     handlers: list[logging.Handler] = [console]
     if log_file:
-        if watch_rotation:
-            from logging.handlers import WatchedFileHandler
-
-            file_handler: logging.Handler = WatchedFileHandler(log_file, encoding="utf-8")
-        else:
-            file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
         file_handler.setLevel(level)
         file_handler.setFormatter(logging.Formatter(fmt))
         handlers.append(file_handler)
@@ -107,6 +99,25 @@ def setup_logging(level: str, fmt: str, log_file: Path | None, verbose: bool = F
         handler.addFilter(_Redact())
         root.addHandler(handler)
     root.setLevel(min(h.level for h in handlers))
+
+
+def watch_rotation() -> None:
+    """Swap the log file's FileHandler for a WatchedFileHandler, which reopens the file when
+    logrotate has moved it. Called once the run holds the lock and may last minutes; a run that
+    skips or finds the lock busy is over in milliseconds and never pays for `logging.handlers`
+    (~6-9 ms, a sixth of such a run: bench/results.md)."""
+    from logging.handlers import WatchedFileHandler
+
+    root = logging.getLogger()
+    for plain in [h for h in root.handlers if type(h) is logging.FileHandler]:
+        watched = WatchedFileHandler(plain.baseFilename, encoding=plain.encoding)
+        watched.setLevel(plain.level)
+        watched.setFormatter(plain.formatter)
+        for log_filter in plain.filters:
+            watched.addFilter(log_filter)
+        root.removeHandler(plain)
+        plain.close()
+        root.addHandler(watched)
 
 
 def log_bug(exc: Exception) -> str:

@@ -350,6 +350,7 @@ def test_logrotate_needs_no_copytruncate_because_the_program_reopens_the_file(tm
     saved = root.handlers[:]
     try:
         logs.setup_logging("INFO", "%(message)s", tmp_path / "notify_once.log")
+        logs.watch_rotation()  # what every run that holds the lock does
         assert any(isinstance(h, logging.handlers.WatchedFileHandler) for h in root.handlers)
     finally:
         for handler in root.handlers[:]:

@@ -316,4 +316,24 @@ def test_a_lock_busy_run_never_imports_requests(job: Job) -> None:
     with FileLock(str(job.cache / "notify_once.lock")):
         modules = imported_modules(job, "--force")
     assert "filelock" in modules
-    assert modules & {"requests", "urllib3", "era_beacon_notify.api", "era_beacon_notify.job"} == set()
+    assert modules & {"requests", "urllib3", "era_beacon_notify.api", "era_beacon_notify.job", "logging.handlers"} == set()
+
+
+def test_logrotate_moving_the_log_mid_run_loses_no_line(job: Job) -> None:
+    """A run that holds the lock logs through WatchedFileHandler: after logrotate renames the file
+    (no copytruncate), the rest of the run goes to the new file, not the rotated one."""
+    import threading
+
+    from conftest import finish, wait_for
+    from standin import hold
+    release = threading.Event()
+    job.api.inject("notify", hold(release))
+    running = job.popen("--force", "-v")
+    try:
+        assert wait_for(lambda: job.api.count("notify") == 1)
+        job.log_file.rename(job.dir / "notify_once.log.1")  # what logrotate does
+    finally:
+        release.set()
+    assert finish(running, job).code == 0
+    assert "logged in" in (job.dir / "notify_once.log.1").read_text()
+    assert "Notification summary" in job.log_file.read_text()
