@@ -256,15 +256,19 @@ def test_log_file_that_cannot_be_created_exits_73(job: Job) -> None:
     assert job.api.requests == []
 
 
-def test_a_bug_exits_70_with_the_traceback_in_the_log_file_only(job: Job) -> None:
-    """Simulate a bug by replacing one function of the real program, run in a subprocess."""
+def run_with_a_bug(job: Job):
+    """The real main() in a subprocess, with one function replaced by one that raises: a simulated bug."""
     driver = ("import sys; sys.path.insert(0, sys.argv[1]); import era_beacon_notify.cli as cli, era_beacon_notify.job as job\n"
               "def boom(*a, **k): raise KeyError('simulated bug')\n"
               "job.summarize = boom\n"
               "sys.exit(cli.main(sys.argv[2:]))\n")
     proc = subprocess.run([sys.executable, "-c", driver, str(ROOT), "--config", str(job.config), "--force"],
                           cwd=job.cwd, env=cron_env(), capture_output=True, text=True, timeout=30)
-    result = job.result(proc.returncode, proc.stdout, proc.stderr)
+    return job.result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_a_bug_exits_70_with_the_traceback_in_the_log_file_only(job: Job) -> None:
+    result = run_with_a_bug(job)
     assert result.code == 70
     assert result.err.count("\n") == 1 and "internal error" in result.err and "Traceback" not in result.err
     assert "Traceback" in result.log and "simulated bug" in result.log
@@ -274,13 +278,7 @@ def test_a_bug_exits_70_with_the_traceback_in_the_log_file_only(job: Job) -> Non
 def test_a_bug_without_a_log_file_puts_its_traceback_on_stderr(job: Job) -> None:
     """With `file =` (a container), stderr is the only log: the traceback must not be lost."""
     job.write_config(logging={"file": ""})
-    driver = ("import sys; sys.path.insert(0, sys.argv[1]); import era_beacon_notify.cli as cli, era_beacon_notify.job as job\n"
-              "def boom(*a, **k): raise KeyError('simulated bug')\n"
-              "job.summarize = boom\n"
-              "sys.exit(cli.main(sys.argv[2:]))\n")
-    proc = subprocess.run([sys.executable, "-c", driver, str(ROOT), "--config", str(job.config), "--force"],
-                          cwd=job.cwd, env=cron_env(), capture_output=True, text=True, timeout=30)
-    result = job.result(proc.returncode, proc.stdout, proc.stderr)
+    result = run_with_a_bug(job)
     assert result.code == 70
     assert "Traceback" in result.err and "simulated bug" in result.err
 
