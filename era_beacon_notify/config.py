@@ -109,11 +109,8 @@ class _Reader:
         if self.parser.has_option(section, key):
             return self.parser.get(section, key).strip()
         if default is None:
-            return self.missing(section, key)
+            raise self.fail(section, key, "missing")
         return default
-
-    def missing(self, section: str, key: str) -> str:
-        raise self.fail(section, key, "missing")
 
     def integer(self, section: str, key: str, low: int, high: int | None = None,
                 default: str | None = None) -> int:
