@@ -23,19 +23,29 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
 
+from .logs import one_line
 from .runtime import Deadline
 
 log = logging.getLogger("era_beacon_notify")
 
-MAX_BODY_BYTES = 1 << 20  # an answer larger than this is not the API's
+MAX_BODY_BYTES = 32 << 20  # the notify answer lists every absent employee (~400 bytes each)
 RETRIES = 2
 BACKOFF_FACTOR = 1.0  # urllib3: 0 s before the first retry, 2 s before the second
 
 
 class ApiError(Exception):
-    """An API call failed; `exit_code` says how (sysexits)."""
+    """An API call failed; `exit_code` says how (sysexits).
+
+    `acted`: the server may have acted on the request (it answered 2xx, or 5xx other than 503, or
+    the connection failed after the request was sent). For notify, that means employees may already
+    have their notification, so the run must count as a send for the repeat guard.
+    """
 
     exit_code = 69
+
+    def __init__(self, message: str, acted: bool = False) -> None:
+        super().__init__(message)
+        self.acted = acted
 
 
 class Unavailable(ApiError):
@@ -156,27 +166,37 @@ class Client:
         return self._answer(resp, what)
 
     def notify(self, token: str, threshold: int) -> Any:
+        """The notify answer. It may take ~30 s per employee when the push service hangs (see the
+        contract), so it may read until the run's deadline rather than read_timeout_seconds."""
         what = "notify"
         try:
             resp = self._request("POST", f"{self.base_url}/notifications/notify-absence", "notify", what,
-                                 json={"threshold": threshold}, auth=BearerAuth(token))
+                                 json={"threshold": threshold}, auth=BearerAuth(token),
+                                 timeout=(self.timeout[0], max(self.deadline.remaining(), 1.0)))
+            return self._answer(resp, what)
         except requests.RequestException as exc:
             if never_sent(exc):
                 raise Unavailable(f"{what}: cannot connect to the API ({_reason(exc)}); nothing was sent") from None
             raise Unavailable(f"{what}: {_reason(exc)} after the request was sent: outcome unknown, "
-                              "not resent (a duplicate would reach employees)") from None
-        return self._answer(resp, what)
+                              "not resent (a duplicate would reach employees)", acted=True) from None
+        except ApiError as exc:
+            if not exc.acted:
+                raise
+            raise type(exc)(f"{exc}: the server may have acted on it, so notifications may have gone out; "
+                            "do not resend", acted=True) from None
 
     def _request(self, method: str, url: str, policy: str, what: str, **kwargs: Any) -> requests.Response:
+        # One session (so login and notify share a kept-alive connection), with the retry policy of
+        # the call at hand: requests has no per-request retries, so the adapter gets it each time.
         self.adapter.max_retries = retry_policy(policy, self.deadline)
+        kwargs.setdefault("timeout", self.timeout)
         try:
-            resp = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, stream=True,
-                                        **kwargs)
+            resp = self.session.request(method, url, allow_redirects=False, stream=True, **kwargs)
             resp._content = read_limited(resp)  # pre-load the streamed body, capped
         except ApiError as exc:  # raised inside urllib3 or by read_limited: say which call
             # A POST is retried only when the server certainly did not act on it (see retry_policy).
             unsent = "; nothing was sent" if isinstance(exc, RetryWouldPassDeadline) and method == "POST" else ""
-            raise type(exc)(f"{what}: {exc}{unsent}") from None
+            raise type(exc)(f"{what}: {exc}{unsent}", exc.acted) from None
         resp._content_consumed = True
         self.server_date = resp.headers.get("Date")  # the server's clock, for the token's lifetime
         return resp
@@ -184,20 +204,26 @@ class Client:
     def _answer(self, resp: requests.Response, what: str) -> Any:
         """The JSON body of a 2xx answer, or the ApiError that fits the status."""
         code = resp.status_code
+        acted = may_have_acted(code)
         if 300 <= code < 400:
             raise UnexpectedAnswer(f"{what}: HTTP {code} redirect to {resp.headers.get('Location', '(no Location)')!r}"
                                    " not followed: check api_base_url")
         if code in (401, 403):
             raise Refused(f"{what}: HTTP {code} {detail(resp)}")
         if code == 429 or code >= 500:
-            raise Unavailable(f"{what}: server failed with HTTP {code} {detail(resp)}")
+            raise Unavailable(f"{what}: server failed with HTTP {code} {detail(resp)}", acted)
         if not 200 <= code < 300:
             hint = ": check api_base_url (it ends in /v1)" if code == 404 else ""
             raise UnexpectedAnswer(f"{what}: unexpected HTTP {code} {detail(resp)}{hint}")
         try:
             return json.loads(resp.content)
         except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
-            raise UnexpectedAnswer(f"{what}: HTTP {code} answer is not JSON ({describe(resp)})") from None
+            raise UnexpectedAnswer(f"{what}: HTTP {code} answer is not JSON ({describe(resp)})", acted) from None
+
+
+def may_have_acted(code: int) -> bool:
+    """A 2xx did act; a 5xx other than 503 (unavailable, turned away) may have acted partway."""
+    return 200 <= code < 300 or (code >= 500 and code != 503)
 
 
 def read_limited(resp: requests.Response) -> bytes:
@@ -206,7 +232,8 @@ def read_limited(resp: requests.Response) -> bytes:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             resp.close()
-            raise UnexpectedAnswer(f"HTTP {resp.status_code} answer is larger than {MAX_BODY_BYTES} bytes")
+            raise UnexpectedAnswer(f"HTTP {resp.status_code} answer is larger than {MAX_BODY_BYTES} bytes",
+                                   may_have_acted(resp.status_code))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -247,11 +274,6 @@ def _validation_error(item: Any) -> str:
 def describe(resp: requests.Response) -> str:
     kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
     return f"{kind}, {len(resp.content)} bytes"
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _reason(exc: BaseException) -> str:

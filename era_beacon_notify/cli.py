@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config
-from .exits import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, EXIT_OK, Stop, missing_dependency
+from .exits import (EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, EXIT_OK, Stop,
+                    missing_dependency)
 from .logs import PROG, add_secret, log_bug, setup_logging, watch_rotation
-from .runtime import Deadline, Terminated, raise_on_sigterm
+from .runtime import Deadline, DeadlineExceeded, Terminated, raise_on_sigterm
 from .schedule import local_now, skip_reason
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (2 ms of every run)
@@ -70,14 +71,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # --- main -----------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
+    """Signals that land outside the API calls (those are handled in job.py) end in one line too."""
     try:
         return _main(argv)
-    except Terminated as stop:  # a stop signal outside the API calls (those are handled in job.py)
+    except (Terminated, DeadlineExceeded) as stop:
+        code = stop.exit_code if isinstance(stop, Terminated) else EX_UNAVAILABLE
         if logging.getLogger().handlers:  # logging is set up once the config is read
-            log.error("%s; no API call was in flight (exit %d)", stop, stop.exit_code)
+            log.error("%s; no API call was in flight (exit %d)", stop, code)
         else:
-            print(f"{PROG}: {stop}; nothing was sent (exit {stop.exit_code})", file=sys.stderr)
-        return stop.exit_code
+            print(f"{PROG}: {stop}; nothing was sent (exit {code})", file=sys.stderr)
+        return code
 
 
 def _main(argv: list[str] | None) -> int:
@@ -93,7 +96,11 @@ def _main(argv: list[str] | None) -> int:
     if args.check or args.status:
         from . import status
 
-        return status.check(cfg) if args.check else status.status(cfg, as_json=args.json)
+        try:
+            return status.check(cfg) if args.check else status.status(cfg, as_json=args.json)
+        except Exception as exc:  # noqa: BLE001 - one line, as for a run
+            print(f"{PROG}: internal error (a bug): {type(exc).__name__}: {exc} (exit {EX_SOFTWARE})", file=sys.stderr)
+            return EX_SOFTWARE
     skip = None if args.force else skip_reason(local_now(cfg.tz), cfg.weekday_start_hour,
                                                 cfg.weekday_end_hour, cfg.skip_dates)
     try:

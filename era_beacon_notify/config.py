@@ -8,6 +8,7 @@ Every problem is a `ConfigError` whose text is one line naming the file, section
 from __future__ import annotations
 
 import configparser
+import logging
 import os
 import re
 import stat
@@ -77,6 +78,7 @@ class Config(SimpleNamespace):
     log_file: Path | None  # None: stderr only
     ping_url: str
     metrics_file: Path | None
+    file_holds_password: bool  # then the file must not be readable by others
     warnings: tuple[str, ...]
 
     @property
@@ -189,8 +191,9 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> Config:
     s, d = "scheduler", SCHEDULER_DEFAULTS
     warnings: list[str] = unknown_keys(parser, path)
 
+    file_password = r.text(s, "auth_password", "")
     username = env.get(ENV_USERNAME) or r.text(s, "auth_username", "")
-    password = env.get(ENV_PASSWORD) or r.text(s, "auth_password", "")
+    password = env.get(ENV_PASSWORD) or file_password
     for key, value, var in (("auth_username", username, ENV_USERNAME), ("auth_password", password, ENV_PASSWORD)):
         if not value:
             raise r.fail(s, key, f"empty or missing, and {var} is not set")
@@ -228,7 +231,8 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> Config:
         raise r.fail("logging", "level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     fmt = r.text("logging", "format", "%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     try:
-        fmt % _SAMPLE_RECORD
+        logging.Formatter(fmt)  # what logging itself refuses (a format with no field at all)
+        fmt % _SAMPLE_RECORD  # and what would fail at each log line (an unknown field)
     except (KeyError, ValueError, TypeError) as exc:
         raise r.fail("logging", "format", f"not a valid logging format ({exc})") from None
 
@@ -263,6 +267,7 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> Config:
         log_file=r.path_or_none("logging", "file", ""),
         ping_url=ping_url,
         metrics_file=metrics_file,
+        file_holds_password=bool(file_password),
         warnings=tuple(warnings),
     )
 
@@ -321,14 +326,9 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: cannot read: {_reason(exc)}") from None
         cfg.skip_dates = parse_dates(dates_text, where)
-    if _holds_password(text) and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if cfg.file_holds_password and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         cfg.warnings += (f"{path}: holds a password and is readable by group or others: chmod 600 {path}",)
     return cfg
-
-
-def _holds_password(text: str) -> bool:
-    return any(line.strip().lower().startswith("auth_password") and "=" in line
-               and line.split("=", 1)[1].strip() for line in text.splitlines())
 
 
 def _reason(exc: BaseException) -> str:

@@ -17,14 +17,16 @@ TMP_SUFFIX = ".tmp"
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    # O_EXCL with a random name: in a shared folder (a metrics collector's) nobody can plant the temp
+    # file, or a hard link to another file, for this write to truncate.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # exactly `mode`, whatever the umask
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
@@ -46,21 +48,18 @@ def read_nofollow(path: Path, limit: int = 1 << 20) -> bytes:
     return data
 
 
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Remove temp files of killed runs. Only call while holding the run lock."""
-    removed = []
-    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
-        if _unlink_quietly(tmp):
-            removed.append(tmp)
-    return removed
+def remove_stale_temp_files(folder: Path, name: str = "*") -> None:
+    """Remove the temp files that killed runs left for `name` in `folder`. Only call while holding
+    the run lock: no other run can be writing one then."""
+    for tmp in folder.glob(f".{name}.*{TMP_SUFFIX}"):
+        _unlink_quietly(tmp)
 
 
-def _unlink_quietly(path: Path) -> bool:
+def _unlink_quietly(path: Path) -> None:
     try:
         path.unlink()
-        return True
     except OSError:
-        return False
+        pass
 
 
 def _fsync_dir(folder: Path) -> None:

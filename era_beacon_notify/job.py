@@ -16,7 +16,7 @@ from . import records, token_cache
 from .config import Config
 from .exits import EX_PROTOCOL, EX_SOFTWARE, EX_UNAVAILABLE, EXIT_OK, Stop, missing_dependency
 from .files import remove_stale_temp_files
-from .logs import add_secret, log_bug
+from .logs import add_secret, log_bug, one_line, redact
 from .records import Counts, Outcome
 from .runtime import Deadline, DeadlineExceeded, Terminated
 
@@ -28,54 +28,70 @@ def run_locked(cfg: Config, args: argparse.Namespace, deadline: Deadline) -> int
     started = time.time()
     remove_stale_temp_files(cfg.cache_dir)
     previous = records.load_last_run(cfg.last_run_path)
-    if cfg.ping_url and not args.dry_run:
-        records.ping(cfg.ping_url, "/start", f"run started at {records.iso(started, cfg.tz)}",
-                     min(records.PING_TIMEOUT_SECONDS, deadline.remaining()))
     result = guarded_send(cfg, args, deadline, previous)
     deadline.disarm()
+    result.message = redact(result.message)  # it goes to the run record, --status and the ping too
     report(result)
     if not args.dry_run:
-        finish(cfg, result, started, previous, deadline)
+        finish(cfg, result, started, previous)
     return result.exit_code
 
 
 def guarded_send(cfg: Config, args: argparse.Namespace, deadline: Deadline,
                  previous: records.RunRecord | None) -> Outcome:
-    """`send`, with every way it can end turned into an Outcome (so a record is always written)."""
+    """`send`, with every way it can end turned into an Outcome (so a record is always written).
+
+    `Outcome.notified` says whether employees may have been notified: the repeat guard counts such a
+    run as a send even when it failed afterwards, so the next run within min_gap_minutes skips.
+    """
     progress = Progress()
     try:
-        gap = recent_success(previous, time.time(), cfg.min_gap_minutes)
-        if gap is not None and not (args.force or args.dry_run):
-            return Outcome(EXIT_OK, "skipped", f"skipped: the last successful send was {gap:.0f}s ago, "
-                           f"within min_gap_minutes={cfg.min_gap_minutes}; --force sends anyway")
-        return send(cfg, args, deadline, progress)
+        result = checked_send(cfg, args, deadline, previous, progress)
     except Stop as stop:
-        return Outcome(stop.exit_code, "failed", str(stop))
+        result = Outcome(stop.exit_code, "failed", str(stop))
     except DeadlineExceeded as exc:
-        if progress.phase == "notify" and progress.notify_in_flight:
-            return Outcome(EX_UNAVAILABLE, "failed", f"{exc} while waiting for the notify answer: "
-                           "outcome unknown, not resent (a duplicate would reach employees)")
-        return Outcome(EX_UNAVAILABLE, "failed", f"{exc} during {progress.phase}; nothing was sent")
+        result = Outcome(EX_UNAVAILABLE, "failed", f"{exc} {progress.interrupted()}")
     except Terminated as stop:
-        unknown = " (notify in flight: outcome unknown)" if progress.notify_in_flight else ""
-        return Outcome(stop.exit_code, "terminated", f"{stop} during {progress.phase}{unknown}")
+        result = Outcome(stop.exit_code, "terminated", f"{stop} {progress.interrupted()}")
     except Exception as exc:  # noqa: BLE001 - a bug still gets its run record, under the lock
-        return Outcome(EX_SOFTWARE, "failed", log_bug(exc))
+        result = Outcome(EX_SOFTWARE, "failed", log_bug(exc))
+    result.notified = progress.notify != "not sent"
+    return result
+
+
+def checked_send(cfg: Config, args: argparse.Namespace, deadline: Deadline, previous: records.RunRecord | None,
+                 progress: Progress) -> Outcome:
+    """The repeat guard and the start ping, then `send`."""
+    gap = recent_notify(previous, time.time(), cfg.min_gap_minutes)
+    if gap is not None and not (args.force or args.dry_run):
+        return Outcome(EXIT_OK, "skipped", f"skipped: the last send was {gap:.0f}s ago, within "
+                       f"min_gap_minutes={cfg.min_gap_minutes}; --force sends anyway")
+    if cfg.ping_url and not args.dry_run:
+        progress.phase = "start ping"
+        records.ping(cfg.ping_url, "/start", f"run started at {records.iso(time.time(), cfg.tz)}")
+    return send(cfg, args, deadline, progress)
 
 
 class Progress:
     """Where the run is, so an interruption can say whether a notification may have gone out."""
 
     phase = "start"
-    notify_in_flight = False
+    notify = "not sent"  # -> "in flight" -> "answered" (acted on), or "maybe sent" (failed after sending)
+
+    def interrupted(self) -> str:
+        if self.notify == "in flight":
+            return "while waiting for the notify answer: outcome unknown, not resent (a duplicate would reach employees)"
+        if self.notify == "answered":
+            return "after the notify was answered: notifications went out; do not resend"
+        return f"during {self.phase}; nothing was sent"
 
 
-def recent_success(previous: records.RunRecord | None, now: float, min_gap_minutes: int) -> float | None:
-    """Seconds since the last successful send when that is within the gap, else None.
+def recent_notify(previous: records.RunRecord | None, now: float, min_gap_minutes: int) -> float | None:
+    """Seconds since the last run that may have notified employees, when within the gap; else None.
 
     Compared as an absolute difference: a clock set back an hour must not block runs for an hour.
     """
-    last = previous.last_success_epoch() if previous else None
+    last = records.iso_to_epoch(previous.last_notify_at) if previous else None
     if last is None or min_gap_minutes <= 0:
         return None
     ago = now - last
@@ -165,44 +181,46 @@ def login(client: Any, cfg: Config, progress: Progress) -> token_cache.Token:
 
 
 def notify(client: Any, cfg: Config, token: token_cache.Token, progress: Progress) -> Any:
-    progress.phase, progress.notify_in_flight = "notify", True
+    from . import api
+
+    progress.phase, progress.notify = "notify", "in flight"
     try:
         body = client.notify(token.token, cfg.threshold_minutes)
-    except Exception:  # an ApiError says itself whether anything was sent
-        progress.notify_in_flight = False
+    except api.ApiError as exc:
+        progress.notify = "maybe sent" if exc.acted else "not sent"
         raise
-    # Not in a `finally`: the deadline (DeadlineExceeded) or SIGTERM (Terminated) arriving mid-call must
-    # leave the flag set, so guarded_send reports "outcome unknown, not resent" and not "nothing was sent".
-    progress.notify_in_flight = False
+    # A deadline or SIGTERM during the call leaves "in flight": guarded_send then reports
+    # "outcome unknown, not resent", never "nothing was sent".
+    progress.notify = "answered"
     return body
 
 
-def _one_line(value: Any, limit: int = 200) -> str:
-    """Server text for our one-line messages: whitespace (newlines too) collapsed, cut at `limit`."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def summarize(body: Any) -> Outcome:
-    """Turn the notify answer into an Outcome. Never reads `request_curl`: it holds device tokens."""
+    """Turn a 2xx notify answer into an Outcome. Never reads `request_curl`: it holds device tokens.
+
+    The server acted on a 2xx whatever its body says, so an unusable body is a failure (exit 76)
+    that still counts as a send: its message says so, lest someone resends by hand.
+    """
+    went_out = "the server accepted the notify (2xx), so notifications went out; do not resend"  # as api.py says
     if not isinstance(body, dict):
-        return Outcome(EX_PROTOCOL, "failed", f"notify: answer is a JSON {type(body).__name__}, not an object")
+        return Outcome(EX_PROTOCOL, "failed", f"notify: answer is a JSON {type(body).__name__}, not an object: {went_out}")
     if body.get("success") is False:
-        return Outcome(EX_UNAVAILABLE, "failed",
-                       f"notify: API answered success=false: {_one_line(body.get('message'))}")
-    keys = ("total_employees", "notifications_sent", "notifications_failed")
-    values = [body.get(k) for k in keys]
+        return Outcome(EX_UNAVAILABLE, "failed", f"notify: API answered success=false: {one_line(body.get('message'), 200)}")
+    values = [body.get(k) for k in ("total_employees", "notifications_sent", "notifications_failed")]
     if body.get("success") is not True or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return Outcome(EX_PROTOCOL, "failed", "notify: answer lacks success=true or the counts "
-                       "total_employees, notifications_sent, notifications_failed")
+        return Outcome(EX_PROTOCOL, "failed", "notify: answer lacks success=true or the counts total_employees, "
+                       f"notifications_sent, notifications_failed: {went_out}")
     counts = Counts(*values)
     message = f"Notification summary: {counts.employees} employees processed, {counts.sent} sent, {counts.failed} failed"
-    failed = [entry for entry in body.get("notifications_detail") or []
+    details = body.get("notifications_detail")
+    failed = [entry for entry in (details if isinstance(details, list) else [])
               if isinstance(entry, dict) and entry.get("response_code") != 200]
     if failed or counts.failed:
-        listed = ", ".join(f"{e.get('employee_id')} (code {e.get('response_code')})" for e in failed)
-        log.warning("push failed for %d employee(s): %s (server-side push failures; exit 0)",
-                    counts.failed, listed or "no details given")
+        listed = ", ".join(f"{one_line(e.get('employee_id'), 40)} (code {one_line(e.get('response_code'), 10)})"
+                           for e in failed[:50])
+        more = f" and {len(failed) - 50} more" if len(failed) > 50 else ""
+        log.warning("push failed for %d employee(s): %s%s (server-side push failures; exit 0)",
+                    counts.failed, listed or "no details given", more)
     return Outcome(EXIT_OK, "sent", message, counts)
 
 
@@ -218,8 +236,7 @@ def report(result: Outcome) -> None:
     log.log(level, "%s%s", result.message, "" if result.exit_code == EXIT_OK else f" (exit {result.exit_code})")
 
 
-def finish(cfg: Config, result: Outcome, started: float, previous: records.RunRecord | None,
-           deadline: Deadline) -> None:
+def finish(cfg: Config, result: Outcome, started: float, previous: records.RunRecord | None) -> None:
     """While still holding the lock: the run record, the metrics file, the final ping."""
     finished = time.time()
     record = records.make_record(started, finished, cfg.tz, result, previous)
@@ -233,5 +250,4 @@ def finish(cfg: Config, result: Outcome, started: float, previous: records.RunRe
         except OSError as exc:
             log.warning("cannot write metrics file %s (%s)", cfg.metrics_file, exc.strerror)
     if cfg.ping_url:
-        suffix = "" if result.exit_code == EXIT_OK else f"/{result.exit_code}"
-        records.ping(cfg.ping_url, suffix, result.message, min(records.PING_TIMEOUT_SECONDS, deadline.remaining()))
+        records.ping(cfg.ping_url, "" if result.exit_code == EXIT_OK else f"/{result.exit_code}", result.message)

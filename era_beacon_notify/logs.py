@@ -120,6 +120,12 @@ def watch_rotation() -> None:
         root.addHandler(watched)
 
 
+def one_line(value: object, limit: int = 300) -> str:
+    """Server text for a one-line message: whitespace (newlines too) collapsed, cut at `limit`."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def log_bug(exc: Exception) -> str:
     """Log the traceback (to the log file, or to stderr when there is none); return the one line (exit 70)."""
     log.critical("traceback of the internal error:", exc_info=True, extra=FILE_ONLY)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, tzinfo
 from pathlib import Path
-from .files import atomic_write, atomic_write_json, read_nofollow
+
+from .files import atomic_write, atomic_write_json, read_nofollow, remove_stale_temp_files
 
 log = logging.getLogger("era_beacon_notify")
 METRIC_PREFIX = "era_beacon_notify"
@@ -31,6 +32,7 @@ class Outcome:
     outcome: str  # sent | skipped | dry-run | failed | terminated
     message: str
     counts: Counts | None = None
+    notified: bool = False  # employees may have been notified (2xx, or failed after sending)
 
 
 @dataclass
@@ -42,7 +44,8 @@ class RunRecord:
     exit_code: int
     message: str
     counts: dict[str, int] | None = None
-    last_success_at: str | None = None  # carried over from run to run
+    last_success_at: str | None = None  # the last run that sent and exited 0; carried over
+    last_notify_at: str | None = None  # the last run that may have notified anyone; carried over
 
     def last_success_epoch(self) -> float | None:
         return iso_to_epoch(self.last_success_at)
@@ -64,22 +67,32 @@ def iso_to_epoch(text: str | None) -> float | None:
 
 def make_record(started: float, finished: float, tz: tzinfo | None, result: Outcome,
                 previous: RunRecord | None) -> RunRecord:
-    last_success = iso(finished, tz) if result.outcome == "sent" else (previous.last_success_at if previous else None)
+    now = iso(finished, tz)
     return RunRecord(
-        started_at=iso(started, tz), finished_at=iso(finished, tz),
+        started_at=iso(started, tz), finished_at=now,
         duration_seconds=round(finished - started, 3), outcome=result.outcome, exit_code=result.exit_code,
         message=result.message, counts=asdict(result.counts) if result.counts else None,
-        last_success_at=last_success,
+        last_success_at=now if result.outcome == "sent" else (previous.last_success_at if previous else None),
+        last_notify_at=now if result.notified else (previous.last_notify_at if previous else None),
     )
+
+
+_RECORD_TYPES = {"started_at": str, "finished_at": str, "duration_seconds": (int, float), "outcome": str,
+                 "exit_code": int, "message": str, "counts": (dict, type(None)),
+                 "last_success_at": (str, type(None)), "last_notify_at": (str, type(None))}
 
 
 def load_last_run(path: Path) -> RunRecord | None:
     """The last record, or None when there is none or it is unreadable (a warning, never a failure)."""
     try:
-        return RunRecord(**json.loads(read_nofollow(path, limit=64 * 1024)))
+        doc = json.loads(read_nofollow(path, limit=64 * 1024))
+        if set(doc) != {f.name for f in fields(RunRecord)} or not all(
+                isinstance(doc[k], kind) and not isinstance(doc[k], bool) for k, kind in _RECORD_TYPES.items()):
+            raise ValueError("fields of the wrong name or type")
+        return RunRecord(**doc)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         log.warning("ignoring unreadable run record %s (%s)", path, type(exc).__name__)
         return None
 
@@ -120,50 +133,33 @@ def render_metrics(record: RunRecord, finished: float) -> str:
 
 
 def write_metrics(path: Path, record: RunRecord, finished: float) -> None:
+    remove_stale_temp_files(path.parent, path.name)  # a killed run's, in the collector's folder
     atomic_write(path, render_metrics(record, finished).encode(), mode=0o644)  # node_exporter must read it
 
 
 # --- healthchecks.io-style pings -----------------------------------------------------------------
 
-def ping(base: str, suffix: str, body: str, timeout: float = PING_TIMEOUT_SECONDS) -> None:
-    """POST `body` to `{base}{suffix}`; logs, never raises (monitoring must not fail the run)."""
-    if timeout <= 0.2:
-        log.warning("monitoring ping%s skipped: no time left before max_run_seconds", suffix)
-        return
-    try:
-        import requests  # only runs with a ping_url pay for it here
+def ping(base: str, suffix: str, body: str) -> None:
+    """POST `body` to `{base}{suffix}`, waiting PING_TIMEOUT_SECONDS at most in all; logs, never raises.
 
-        resp = requests.post(base + suffix, data=body.encode(), timeout=timeout, allow_redirects=False)
-        resp.close()
-        if resp.status_code >= 300:
-            log.warning("monitoring ping%s answered HTTP %s", suffix, resp.status_code)
-    except Exception as exc:  # noqa: BLE001 - any failure here is only worth a warning
-        log.warning("monitoring ping%s failed (%s)", suffix, type(exc).__name__)
-
-
-# --- who holds the lock, without taking it -------------------------------------------------------
-
-def lock_holder(lock_path: Path, proc_locks: Path = Path("/proc/locks")) -> int | None:
-    """The pid holding a flock on `lock_path`, read from /proc/locks; None when nobody does.
-
-    `--status` must never make a real run fail, so it never tries the lock itself.
+    The POST runs in a daemon thread that the run stops waiting for: requests' timeout bounds each
+    connect and each read, not a slow trickle or a hung DNS lookup, and monitoring must never hold
+    the lock (and so block the next run) or fail a run.
     """
-    try:
-        st = os.stat(lock_path)
-        text = proc_locks.read_text()
-    except OSError:
-        return None
-    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-    for line in text.splitlines():
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; blocked waiters carry "->" and are skipped
-        if len(fields) < 6 or fields[1] == "->" or fields[1] not in ("FLOCK", "POSIX", "OFDLCK"):
-            continue
+    def post() -> None:
         try:
-            major, minor, inode = fields[5].split(":")
-            key = (int(major, 16), int(minor, 16), int(inode))
-        except ValueError:
-            continue
-        if key == want:
-            return int(fields[4])
-    return None
+            import requests  # only runs with a ping_url pay for it here
+
+            resp = requests.post(base + suffix, data=body.encode(), timeout=PING_TIMEOUT_SECONDS,
+                                 allow_redirects=False)
+            resp.close()
+            if resp.status_code >= 300:
+                log.warning("monitoring ping%s answered HTTP %s", suffix, resp.status_code)
+        except Exception as exc:  # noqa: BLE001 - any failure here is only worth a warning
+            log.warning("monitoring ping%s failed (%s)", suffix, type(exc).__name__)
+
+    sender = threading.Thread(target=post, name="ping", daemon=True)
+    sender.start()
+    sender.join(PING_TIMEOUT_SECONDS)
+    if sender.is_alive():
+        log.warning("monitoring ping%s took over %.0fs; going on without it", suffix, PING_TIMEOUT_SECONDS)

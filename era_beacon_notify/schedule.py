@@ -8,7 +8,7 @@ variable far from UTC or a changed clock cannot shift them.
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
 WEEKDAYS = range(0, 5)  # Monday..Friday
 
@@ -30,13 +30,21 @@ def skip_reason(now: datetime, start_hour: int, end_hour: int, skip_dates: froze
     return None
 
 
+def at_hour(day: date, hour: int, tz: tzinfo | None) -> datetime:
+    """`hour`:00 on `day` in `tz`. A fixed offset (the server's local time, from astimezone()) is
+    re-read for that day, so a DST change between now and then is not missed."""
+    if tz is None or type(tz) is timezone:
+        return datetime(day.year, day.month, day.day, hour).astimezone()
+    return datetime(day.year, day.month, day.day, hour, tzinfo=tz)
+
+
 def next_window(now: datetime, start_hour: int, end_hour: int, skip_dates: frozenset[date]) -> datetime:
     """The next moment at or after `now` that is business time (searches at most a year)."""
     if skip_reason(now, start_hour, end_hour, skip_dates) is None:
         return now
     day = now.date()
     for _ in range(366):
-        opening = datetime(day.year, day.month, day.day, start_hour, tzinfo=now.tzinfo)
+        opening = at_hour(day, start_hour, now.tzinfo)
         if opening > now and skip_reason(opening, start_hour, end_hour, skip_dates) is None:
             return opening
         day += timedelta(days=1)

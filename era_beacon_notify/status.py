@@ -100,7 +100,7 @@ def status(cfg: Config, as_json: bool) -> int:
         token = token_cache.load(cfg.token_path)
     except token_cache.CacheUnreadable:
         token = None
-    holder = records.lock_holder(cfg.lock_path)
+    holder = lock_holder(cfg.lock_path)
     ok = record is not None and record.exit_code == EXIT_OK
     doc = {
         "ok": ok,
@@ -109,6 +109,7 @@ def status(cfg: Config, as_json: bool) -> int:
             "duration_seconds": record.duration_seconds, "outcome": record.outcome,
             "exit_code": record.exit_code, "message": record.message, "counts": record.counts},
         "last_success_at": record.last_success_at if record else None,
+        "last_notify_at": record.last_notify_at if record else None,
         "token_seconds_left": None if token is None else int(token.expires_at - now),
         "lock_held_by_pid": holder,
     }
@@ -121,7 +122,35 @@ def status(cfg: Config, as_json: bool) -> int:
         print(f"last run:     {record.started_at}, {record.duration_seconds:.1f}s, {record.outcome}, exit {record.exit_code}")
         print(f"              {record.message}")
     print(f"last success: {doc['last_success_at'] or 'never'}")
+    if doc["last_notify_at"] != doc["last_success_at"]:  # a run failed after the server may have acted
+        print(f"last notify:  {doc['last_notify_at']} (the server may have acted; not a success)")
     left = doc["token_seconds_left"]
     print("token:        " + ("none cached" if left is None else f"{left}s left" if left > 0 else "expired"))
     print("lock:         " + (f"held by pid {holder} (a run is in progress)" if holder else "free"))
     return EXIT_OK if ok else STATUS_NOT_OK
+
+
+def lock_holder(lock_path: Path, proc_locks: Path = Path("/proc/locks")) -> int | None:
+    """The pid holding a flock on `lock_path`, read from /proc/locks; None when nobody does.
+
+    `--status` must never make a real run fail, so it never tries the lock itself.
+    """
+    try:
+        st = os.stat(lock_path)
+        text = proc_locks.read_text()
+    except OSError:
+        return None
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in text.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; blocked waiters carry "->" and are skipped
+        if len(fields) < 6 or fields[1] == "->" or fields[1] not in ("FLOCK", "POSIX", "OFDLCK"):
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            key = (int(major, 16), int(minor, 16), int(inode))
+        except ValueError:
+            continue
+        if key == want:
+            return int(fields[4])
+    return None

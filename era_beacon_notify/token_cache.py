@@ -12,6 +12,7 @@ import base64
 import binascii
 import errno
 import json
+import logging
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_json, read_nofollow
+
+log = logging.getLogger("era_beacon_notify")
 
 DEFAULT_LIFETIME_SECONDS = 15 * 60  # when the answer says nothing about expiry
 MAX_LIFETIME_SECONDS = 24 * 3600  # a cap on absurd `expires_in`; the server still has the last word
@@ -167,7 +170,11 @@ def save(path: Path, token: Token) -> None:
 
 
 def drop(path: Path) -> None:
+    """Forget a token the server refused. Failing to is only worth a warning: the re-login that
+    follows replaces the file, and a refused token is never used twice in one run."""
     try:
         path.unlink()
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        log.warning("cannot remove token cache %s (%s)", path, exc.strerror)

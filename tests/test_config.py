@@ -72,6 +72,7 @@ def test_defaults_are_spelled_out() -> None:
     ({}, {"level": "LOUD"}, "level"),
     ({}, {"level": None}, "level"),
     ({}, {"format": "%(nosuchfield)s"}, "format"),
+    ({}, {"format": "plain text, no field"}, "format"),  # logging.Formatter refuses it at every run
 ])
 def test_invalid_values_name_the_file_and_key(scheduler: dict, logging: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -141,8 +142,10 @@ def test_load_warns_when_a_password_is_readable_by_others(tmp_path: Path) -> Non
     path.write_text(text())
     path.chmod(0o644)
     assert any("chmod 600" in w for w in load_config(path, env={}).warnings)
-    path.write_text(text({"auth_password": None}))
+    path.write_text(text({"auth_password": None}) + "[monitoring]\n")
     assert load_config(path, env={ENV_PASSWORD: "x"}).warnings == ()
+    path.write_text(text({"auth_password": None}).replace("[logging]", "auth_password: colon-form\n[logging]"))
+    assert any("chmod 600" in w for w in load_config(path, env={}).warnings)  # INI's other separator
 
 
 @pytest.mark.parametrize("setup, problem", [

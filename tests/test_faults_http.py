@@ -197,8 +197,9 @@ LOGIN_PAYLOADS = [
                  id="token-with-space"),
     pytest.param(lambda api: status(200, {"token": "t\u00f6k\u20acn"}), r"login: .*token is not a valid bearer token",
                  id="token-non-ascii"),
-    pytest.param(lambda api: big(10_000_000), r"login: HTTP 200 answer is larger than 1048576 bytes",
-                 id="10-MB-body"),
+    pytest.param(lambda api: big(10_000_000), r"login: login answer has no token", id="10-MB-body"),
+    pytest.param(lambda api: big(40_000_000), r"login: HTTP 200 answer is larger than 33554432 bytes",
+                 id="40-MB-body-over-the-cap"),
     pytest.param(lambda api: status(200, "[" * 200_000 + "]" * 200_000, content_type="application/json"),
                  r"login: HTTP 200 answer is not JSON", id="json-nested-200000-deep"),
     pytest.param(lambda api: status(200, '{"token": "eyJhbGciOi', content_type="application/json"),
@@ -221,7 +222,8 @@ NOTIFY_PAYLOADS = [
     pytest.param(status(200, "<html>ok</html>", content_type="text/html"), 76,
                  r"notify: HTTP 200 answer is not JSON \(text/html", id="html-200"),
     pytest.param(status(200, [SUCCESS_BODY]), 76, r"notify: answer is a JSON list, not an object", id="json-array"),
-    pytest.param(big(10_000_000), 76, r"notify: HTTP 200 answer is larger than 1048576 bytes", id="10-MB-body"),
+    pytest.param(big(10_000_000), 76, r"notify: answer lacks success=true or the counts", id="10-MB-body"),
+    pytest.param(big(40_000_000), 76, r"notify: HTTP 200 answer is larger than 33554432 bytes", id="40-MB-body"),
     pytest.param(status(204), 76, r"notify: HTTP 204 answer is not JSON", id="204-empty"),
     pytest.param(status(200, {"success": True, "message": "Processed 2 employees"}), 76,
                  r"notify: answer lacks success=true or the counts", id="missing-counts"),
@@ -240,6 +242,11 @@ def test_notify_payloads(job, api, answer, code, message):
     r = job.run(FORCE)
     check_run(r, job, code, message, logins=1, notifies=1, processed=0)
     assert assert_valid_token_file(job, api)["token"] == api.issued_tokens[0]  # the login was fine: kept
+    record = json.loads(job.last_run.read_text())
+    assert record["last_notify_at"] == record["finished_at"]  # a 2xx: the server acted, the guard must know
+    if code == 76:
+        assert "notifications went out; do not resend" in record["message"] or \
+            "notifications may have gone out; do not resend" in record["message"]
 
 
 # --- payloads: token expiry -------------------------------------------------------------------------

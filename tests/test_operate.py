@@ -12,7 +12,7 @@ import pytest
 from filelock import FileLock
 
 from conftest import BUSINESS_TIME, PASSWORD, Job, finish, jakarta, wait_for
-from standin import hold, status
+from standin import hang, hold, status
 
 SCHEDULED = {"ERA_TEST_NOW": str(BUSINESS_TIME)}
 
@@ -27,12 +27,12 @@ def test_a_sent_run_leaves_a_small_complete_record(job: Job) -> None:
     assert job.run("--force").code == 0
     rec = record(job)
     assert set(rec) == {"started_at", "finished_at", "duration_seconds", "outcome", "exit_code", "message",
-                        "counts", "last_success_at"}
+                        "counts", "last_success_at", "last_notify_at"}
     assert (rec["outcome"], rec["exit_code"]) == ("sent", 0)
     assert rec["counts"] == {"employees": 2, "sent": 1, "failed": 1}
     started, finished = (datetime.fromisoformat(rec[k]) for k in ("started_at", "finished_at"))
     assert started.utcoffset() is not None and started <= finished  # ISO 8601 with offset
-    assert rec["last_success_at"] == rec["finished_at"]
+    assert rec["last_success_at"] == rec["last_notify_at"] == rec["finished_at"]
     assert job.last_run.stat().st_size < 1024
 
 
@@ -85,9 +85,25 @@ def test_force_bypasses_the_repeat_guard_and_zero_disables_it(job: Job) -> None:
     assert job.api.notify_processed == 3
 
 
-def test_a_failed_run_does_not_arm_the_repeat_guard(job: Job) -> None:
-    job.api.inject("notify", status(500, {"detail": "boom"}))
-    assert job.run(env=SCHEDULED).code == 69
+@pytest.mark.parametrize("fault, code", [
+    (hang, 69),                                                # read timeout: outcome unknown
+    (lambda: status(200, {"success": True, "message": "Processed"}), 76),  # accepted, answer unusable
+    (lambda: status(502, "<html>Bad Gateway</html>", content_type="text/html"), 69),  # may have pushed partway
+])
+def test_a_run_that_may_have_notified_arms_the_repeat_guard(job: Job, fault, code: int) -> None:
+    job.write_config(scheduler={"read_timeout_seconds": "2", "max_run_seconds": "4"})
+    job.api.inject("notify", fault())
+    assert job.run(env=SCHEDULED).code == code
+    again = job.run(env={"ERA_TEST_NOW": str(BUSINESS_TIME + 60)})
+    assert again.code == 0 and "min_gap_minutes" in again.log
+    assert job.api.count("notify") == 1  # no second push to employees' phones
+    status_out = job.run("--status").out
+    assert "last notify:" in status_out and "last success: never" in status_out
+
+
+def test_a_run_turned_away_before_the_server_acted_does_not_arm_the_repeat_guard(job: Job) -> None:
+    job.api.inject("notify", status(422, {"detail": [{"loc": ["body", "threshold"], "msg": "Field required"}]}))
+    assert job.run(env=SCHEDULED).code == 76
     assert job.run(env={"ERA_TEST_NOW": str(BUSINESS_TIME + 60)}).code == 0
     assert job.api.notify_processed == 1
 
@@ -303,3 +319,30 @@ def test_check_fails_78_on_a_python_without_the_requirements(job: Job) -> None:
                           cwd=job.cwd, env=cron_env(), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 78
     assert "cannot import filelock" in proc.stderr and "cannot import requests" in proc.stderr
+
+
+def test_secrets_in_a_server_message_are_masked_in_the_record_status_and_ping(job: Job) -> None:
+    with_monitoring(job, ping=f"{job.api.url}/ping/abc")
+    job.api.inject("notify", status(500, {"detail": "upstream said: Authorization: Bearer abc.def.ghi"}))
+    assert job.run("--force").code == 69
+    outputs = [job.last_run.read_text(), job.run("--status").out, pings(job)[-1][1]]
+    for text in outputs:
+        assert "abc.def.ghi" not in text and "[REDACTED]" in text
+
+
+def test_a_trickling_monitoring_endpoint_cannot_hold_the_lock(job: Job) -> None:
+    from standin import normal, trickle
+    with_monitoring(job, ping=f"{job.api.url}/ping/abc")
+    job.api.inject("other", normal(), trickle(0.5))  # the start ping answers, the final one trickles
+    result = job.run("--force")
+    assert result.code == 0 and job.api.notify_processed == 1
+    assert result.seconds < 9  # 5 s for the ping at most, not the trickle's forever
+    assert "took over 5s" in result.err
+
+
+@pytest.mark.parametrize("damage", [{"duration_seconds": "1.0"}, {"exit_code": None}, {"extra": 1}])
+def test_status_reads_a_damaged_record_as_none(job: Job, damage: dict) -> None:
+    job.run("--force")
+    job.last_run.write_text(json.dumps({**record(job), **damage}))
+    result = job.run("--status")
+    assert result.code == 1 and "none recorded" in result.out and "Traceback" not in result.err

@@ -148,6 +148,17 @@ def test_a_refused_token_is_dropped_and_the_notify_resent_once(job: Job, refusal
     assert json.loads(job.token_file.read_text())["token"] == job.api.issued_tokens[-1]
 
 
+def test_a_refused_token_that_cannot_be_removed_still_gets_one_relogin(job: Job) -> None:
+    from standin import status
+    job.cache.mkdir(mode=0o700)
+    job.token_file.mkdir()  # unremovable as a file: drop() fails with IsADirectoryError
+    job.api.inject("notify", status(401, {"detail": "Could not validate credentials"}))
+    result = job.run("--force")
+    assert result.code == 0, result.err
+    assert job.api.count("login") == 2 and job.api.notify_processed == 1
+    assert "cannot remove token cache" in result.err
+
+
 def test_a_notify_without_bearer_gets_403_from_the_stand_in() -> None:
     """Guards the stand-in's fidelity: the tests above rely on it refusing bad credentials."""
     import requests

@@ -75,3 +75,19 @@ def test_local_now_is_zone_aware_both_ways(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr("time.time", lambda: at("2026-12-02 02:00", UTC).timestamp())
     assert local_now(JKT) == at("2026-12-02 09:00")
     assert local_now(None).tzinfo is not None
+
+
+def test_next_window_in_server_local_time_crosses_a_dst_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timezone empty: local time. Friday evening before the US spring-forward weekend, the next
+    window is Monday 09:00 EDT (-04:00), not 09:00 at Friday's EST offset (which is 10:00 EDT)."""
+    import time
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        friday = datetime(2027, 3, 12, 19).astimezone()
+        assert friday.utcoffset().total_seconds() == -5 * 3600
+        window = next_window(friday, 9, 18, frozenset())
+        assert (window.day, window.hour, window.utcoffset().total_seconds()) == (15, 9, -4 * 3600)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
