@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     """Signals that land outside the API calls (those are handled in job.py) end in one line too."""
     try:
         return _main(argv)
+    except BrokenPipeError:  # `--check | head`: the reader left; say nothing more to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as if killed by SIGPIPE, the shell's convention
     except (Terminated, DeadlineExceeded) as stop:
         code = stop.exit_code if isinstance(stop, Terminated) else EX_UNAVAILABLE
         if logging.getLogger().handlers:  # logging is set up once the config is read
@@ -97,7 +100,11 @@ def _main(argv: list[str] | None) -> int:
         from . import status
 
         try:
-            return status.check(cfg) if args.check else status.status(cfg, as_json=args.json)
+            code = status.check(cfg) if args.check else status.status(cfg, as_json=args.json)
+            sys.stdout.flush()  # a closed pipe shows here (see main), not as a traceback at exit
+            return code
+        except BrokenPipeError:
+            raise
         except Exception as exc:  # noqa: BLE001 - one line, as for a run
             print(f"{PROG}: internal error (a bug): {type(exc).__name__}: {exc} (exit {EX_SOFTWARE})", file=sys.stderr)
             return EX_SOFTWARE

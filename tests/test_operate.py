@@ -346,3 +346,15 @@ def test_status_reads_a_damaged_record_as_none(job: Job, damage: dict) -> None:
     job.last_run.write_text(json.dumps({**record(job), **damage}))
     result = job.run("--status")
     assert result.code == 1 and "none recorded" in result.out and "Traceback" not in result.err
+
+
+def test_check_into_a_closed_pipe_ends_quietly(job: Job) -> None:
+    import subprocess
+    import sys
+
+    from conftest import SCRIPT, cron_env
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", str(job.config), "--check"], cwd=job.cwd,
+                            env=cron_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `| head -0`: the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 141 and "Traceback" not in err and "BrokenPipe" not in err
