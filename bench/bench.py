@@ -619,7 +619,7 @@ def import_lines(found: dict, base: Variant, outside: Variant) -> list[str]:
               f"`python -c \"import <the {len(lo['modules'])} modules that path imports itself>\"` "
               f"({lo['all'][1] * 1e3:.1f} ms CPU; `pass`: {lo['none'][1] * 1e3:.1f} ms) minus the same without one "
               "of them (about 0: something else on the path imports it too).", ""] + leave_out_table(lo, base_wall)
-    (all_wall, all_cpu, _), (none_wall, none_cpu, _) = lo["all"], lo["none"]
+    (_, all_cpu, _), (_, none_cpu, _) = lo["all"], lo["none"]
     budget = 0.35 * base_wall
     lines += ["", f"Budget of the `outside-hours` path: the interpreter start costs {none_cpu * 1e3:.1f} ms CPU "
               f"({none_cpu / base_cpu:.2f}× `base-warm`), the imports that path needs {(all_cpu - none_cpu) * 1e3:.1f} ms "

@@ -8,7 +8,6 @@ secret scan (tests/test_zz_secret_scan.py), which runs last.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -160,10 +159,3 @@ def api():
 @pytest.fixture
 def job(tmp_path: Path, api: StandIn) -> Job:
     return Job(tmp_path / "job", api)
-
-
-def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    try:
-        proc.send_signal(sig)
-    except ProcessLookupError:
-        pass
